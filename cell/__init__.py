@@ -1,0 +1,1 @@
+"""The `cell` CLI: stand up a local cell, onboard students, apply experiences, grade."""

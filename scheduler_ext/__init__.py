@@ -1,0 +1,1 @@
+"""Cell's Borg extensions for Kubernetes: the pure policy core and its thin adapters."""
