@@ -1,0 +1,235 @@
+"""Build and cache the upstream binaries Cell runs: Kubernetes 1.34, etcd 3.6 and KWOK.
+
+Nothing can be downloaded here but Go modules, so each binary is built from the Go module proxy:
+Kubernetes through a small wrapper module that requires `k8s.io/kubernetes` and replaces every
+staging module with its published `v0.34.x` twin (the list is read from the tag's own go.mod, so a
+version bump needs no hand edits); etcd through a wrapper `main` calling `etcdmain.Main`; KWOK with
+`go install`. Results land in ~/.cache/cell/bin/<key>/ and are reused once `--version` checks pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from cell.errors import CellError
+
+KUBERNETES_VERSION = "1.34.4"
+ETCD_VERSION = "3.6.16"
+KWOK_VERSION = "0.8.0"
+# Oldest Go that builds all three (Kubernetes 1.34's go.mod says go 1.24.0).
+MIN_GO = (1, 24)
+
+KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl", "kubelet")
+# kubelet needs cgo (cadvisor); upstream builds the control plane statically (hack/lib/golang.sh).
+CGO_COMMANDS = {"kubelet"}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CELL_CACHE_DIR", Path.home() / ".cache" / "cell"))
+
+
+def bin_dir() -> Path:
+    """Where the binaries of the pinned versions live once built."""
+    return cache_root() / "bin" / f"k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}"
+
+
+@dataclass(frozen=True)
+class Binary:
+    name: str
+    version_args: tuple[str, ...]
+    expect: str  # substring the version output must contain
+
+
+def expected_binaries() -> list[Binary]:
+    kube = [Binary(cmd, ("--version",), f"v{KUBERNETES_VERSION}") for cmd in KUBE_COMMANDS if cmd != "kubectl"]
+    kube.append(Binary("kubectl", ("version", "--client"), f"v{KUBERNETES_VERSION}"))
+    return [
+        *kube,
+        Binary("etcd", ("--version",), ETCD_VERSION),
+        Binary("kwok", ("--version",), KWOK_VERSION),
+    ]
+
+
+def check_binary(directory: Path, binary: Binary) -> str | None:
+    """None if the binary exists and reports the pinned version, else what is wrong."""
+    path = directory / binary.name
+    if not path.is_file():
+        return f"{binary.name}: missing"
+    try:
+        out = subprocess.run([str(path), *binary.version_args], capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        return f"{binary.name}: cannot run ({exc})"
+    text = out.stdout + out.stderr
+    if binary.expect not in text:
+        return f"{binary.name}: reports {text.strip()[:80]!r}, expected {binary.expect}"
+    return None
+
+
+def cached_binaries_ok(directory: Path | None = None) -> bool:
+    directory = directory or bin_dir()
+    return all(check_binary(directory, b) is None for b in expected_binaries())
+
+
+def go_toolchain() -> Path:
+    """The `go` binary, checked to be new enough, or a one-line CellError."""
+    go = shutil.which("go")
+    if go is None:
+        raise CellError("no Go toolchain on PATH: install Go >= 1.24 (it only builds Kubernetes, etcd and KWOK)")
+    out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True).stdout.strip()
+    match = re.match(r"go(\d+)\.(\d+)", out)
+    if not match or (int(match.group(1)), int(match.group(2))) < MIN_GO:
+        raise CellError(f"Go {out or 'of unknown version'} is too old: Kubernetes {KUBERNETES_VERSION} needs "
+                        f"Go >= {MIN_GO[0]}.{MIN_GO[1]}")
+    return Path(go)
+
+
+def _go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(GOWORK="off", GOFLAGS="-mod=mod -buildvcs=false", GOTOOLCHAIN="local")
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, log: Path, env: dict[str, str], what: str) -> None:
+    with log.open("a") as handle:
+        handle.write(f"\n$ {' '.join(cmd)}\n")
+        handle.flush()
+        result = subprocess.run(cmd, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, env=env)
+    if result.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+        raise CellError(f"{what} failed ({tail[0][:160]}); full log: {log}")
+
+
+def kubernetes_wrapper_gomod(upstream_gomod: str, version: str) -> str:
+    """A go.mod requiring k8s.io/kubernetes@version, every staging module replaced by its v0.x twin.
+
+    The staging list comes from the tag's own replace block (`k8s.io/x => ./staging/src/k8s.io/x`);
+    newer tags add modules, so it is never written by hand.
+    """
+    staging = re.findall(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/", upstream_gomod, flags=re.MULTILINE)
+    if not staging:
+        raise CellError(f"k8s.io/kubernetes v{version}: no staging replaces found in its go.mod")
+    go_line = re.search(r"^go (\S+)$", upstream_gomod, flags=re.MULTILINE)
+    godebug = re.search(r"^godebug .*$", upstream_gomod, flags=re.MULTILINE)
+    staging_version = "v0." + version.split(".", 1)[1]
+    lines = ["module cell.distos.dev/upstream/kubernetes", "", f"go {go_line.group(1) if go_line else '1.24.0'}", ""]
+    if godebug:
+        lines += [godebug.group(0), ""]
+    lines += [f"require k8s.io/kubernetes v{version}", "", "replace ("]
+    lines += [f"\t{module} => {module} {staging_version}" for module in staging]
+    lines += [")", ""]
+    return "\n".join(lines)
+
+
+def _tools_go(imports: list[str]) -> str:
+    body = "\n".join(f'\t_ "{path}"' for path in imports)
+    return f"//go:build tools\n\npackage tools\n\nimport (\n{body}\n)\n"
+
+
+def _version_ldflags() -> str:
+    major, minor, _ = KUBERNETES_VERSION.split(".")
+    flags = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [f"-X {pkg}.gitVersion=v{KUBERNETES_VERSION}", f"-X {pkg}.gitMajor={major}",
+                  f"-X {pkg}.gitMinor={minor}", f"-X {pkg}.gitTreeState=clean",
+                  f"-X {pkg}.buildDate=1970-01-01T00:00:00Z"]
+    return " ".join(flags)
+
+
+class _Builder:
+    def __init__(self, go: Path, work: Path, out: Path, log: Path) -> None:
+        self.go, self.work, self.out, self.log = str(go), work, out, log
+        self.env = _go_env()
+
+    def prepare_kubernetes(self) -> Path:
+        src = self.work / "kubernetes"
+        src.mkdir(parents=True, exist_ok=True)
+        info = subprocess.run([self.go, "mod", "download", "-json", f"k8s.io/kubernetes@v{KUBERNETES_VERSION}"],
+                              capture_output=True, text=True, env=self.env, cwd=src)
+        if info.returncode != 0:
+            raise CellError(f"cannot fetch k8s.io/kubernetes v{KUBERNETES_VERSION} from the Go module proxy: "
+                            f"{(info.stderr or info.stdout).strip().splitlines()[-1:]}")
+        gomod = Path(json.loads(info.stdout)["GoMod"]).read_text()
+        (src / "go.mod").write_text(kubernetes_wrapper_gomod(gomod, KUBERNETES_VERSION))
+        (src / "tools.go").write_text(_tools_go([f"k8s.io/kubernetes/cmd/{cmd}" for cmd in KUBE_COMMANDS]))
+        _run([self.go, "mod", "tidy"], src, self.log, self.env, "resolving Kubernetes modules (go mod tidy)")
+        return src
+
+    def build_kubernetes(self, src: Path, command: str) -> None:
+        env = dict(self.env, CGO_ENABLED="1" if command in CGO_COMMANDS else "0")
+        _run([self.go, "build", "-trimpath", "-tags", "selinux,notest", "-ldflags", _version_ldflags(),
+              "-o", str(self.out / command), f"k8s.io/kubernetes/cmd/{command}"],
+             src, self.log, env, f"building {command}")
+
+    def build_etcd(self) -> None:
+        src = self.work / "etcd"
+        src.mkdir(parents=True, exist_ok=True)
+        (src / "go.mod").write_text(f"module cell.distos.dev/upstream/etcd\n\ngo 1.24\n\n"
+                                    f"require go.etcd.io/etcd/server/v3 v{ETCD_VERSION}\n")
+        # etcd's own main (server/main.go) is exactly this call; `go install` fails on its replaces.
+        (src / "main.go").write_text('package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)'
+                                     "\n\nfunc main() {\n\tetcdmain.Main(os.Args)\n}\n")
+        _run([self.go, "mod", "tidy"], src, self.log, self.env, "resolving etcd modules (go mod tidy)")
+        _run([self.go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(self.out / "etcd"), "."],
+             src, self.log, dict(self.env, CGO_ENABLED="0"), "building etcd")
+
+    def build_kwok(self) -> None:
+        env = dict(self.env, GOBIN=str(self.out), CGO_ENABLED="0")
+        env["GOFLAGS"] = "-buildvcs=false"
+        _run([self.go, "install", "-trimpath", "-ldflags", "-s -w", f"sigs.k8s.io/kwok/cmd/kwok@v{KWOK_VERSION}"],
+             self.work, self.log, env, "building kwok")
+
+
+def ensure_binaries(force: bool = False, console: Console | None = None) -> Path:
+    """Return the directory of the pinned binaries, building what is missing (with progress)."""
+    console = console or Console(stderr=True)
+    final = bin_dir()
+    if not force and cached_binaries_ok(final):
+        return final
+    go = go_toolchain()
+    work = cache_root() / "src"
+    work.mkdir(parents=True, exist_ok=True)
+    log = cache_root() / "build.log"
+    log.write_text(f"Cell upstream build, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    staging = final.with_name(final.name + ".partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    builder = _Builder(go, work, staging, log)
+    missing = [b for b in expected_binaries() if force or check_binary(staging, b) is not None]
+    console.print(f"Building {', '.join(b.name for b in missing)} (cold build: tens of minutes on 2 cores; "
+                  f"log: {log})")
+    started = time.monotonic()
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+               "{task.total}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        overall = progress.add_task("upstream binaries", total=len(missing))
+        kube_src: Path | None = None
+        for binary in missing:
+            progress.update(overall, description=f"building {binary.name}")
+            if binary.name in KUBE_COMMANDS:
+                if kube_src is None:
+                    progress.update(overall, description="resolving k8s.io/kubernetes modules")
+                    kube_src = builder.prepare_kubernetes()
+                    progress.update(overall, description=f"building {binary.name}")
+                builder.build_kubernetes(kube_src, binary.name)
+            elif binary.name == "etcd":
+                builder.build_etcd()
+            else:
+                builder.build_kwok()
+            problem = check_binary(staging, binary)
+            if problem:
+                raise CellError(f"{problem}; build log: {log}")
+            progress.advance(overall)
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+    console.print(f"Built upstream binaries in {time.monotonic() - started:.0f} s: {final}")
+    return final
