@@ -65,7 +65,9 @@ def status(state_dir: StateDirOption = None) -> None:
 
 @app.command()
 def kubeconfig(
-    student: Annotated[str | None, typer.Option("--student", help="A student's kubeconfig instead of the admin's.")] = None,
+    student: Annotated[
+        str | None, typer.Option("--student", help="A student's kubeconfig instead of the admin's.")
+    ] = None,
     state_dir: StateDirOption = None,
 ) -> None:
     """Print the path of the admin (or a student's) kubeconfig."""

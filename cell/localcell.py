@@ -8,6 +8,7 @@ started and `cell status` can name a component that died. Ports are picked free 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -356,9 +357,9 @@ class LocalCell:
 
     def wait_nodes_ready(self, expected: int, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
-        ready = total = 0
+        ready = 0
         while time.monotonic() < deadline:
-            ready, total = self.ready_nodes()
+            ready, _total = self.ready_nodes()
             if ready >= expected:
                 return
             time.sleep(0.5)
@@ -397,10 +398,8 @@ def _terminate(pid: int, timeout: float) -> None:
             return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
             if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
                 return
             time.sleep(0.1)
