@@ -1,0 +1,177 @@
+"""Feasibility: may this pod run on this node? A verdict is (fits, reasons), never a bare bool.
+
+Allocs (SPEC §4): every placed instance reserves its resources on its node (A1), so a pod that is
+not a member sees the node's allocatable minus ordinary use minus every reservation there. A member
+(A2) fits only on a node holding an instance of its alloc, inside that instance's remaining
+capacity. Members' use is counted inside their instance, not on top of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from scheduler_ext.policy.model import AllocInfo, CellSnapshot, NodeInfo, PodInfo
+from scheduler_ext.policy.resources import Resources
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A feasibility decision and the human-readable reasons for it."""
+
+    fits: bool
+    reasons: tuple[str, ...]
+
+    def __bool__(self) -> bool:
+        return self.fits
+
+    @property
+    def message(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def _max(a: Resources, b: Resources) -> Resources:
+    return Resources(max(a.cpu, b.cpu), max(a.memory, b.memory))
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """One alloc instance on a node: what it holds back and what its members already use."""
+
+    alloc: AllocInfo
+    members_use: Resources
+
+    @property
+    def reserved(self) -> Resources:
+        """Members that overflow their instance (admitted before the alloc existed) still count."""
+        return _max(self.alloc.resources, self.members_use)
+
+    @property
+    def remaining(self) -> Resources:
+        return self.alloc.resources - self.members_use
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLedger:
+    """A node's books: ordinary use, reservations, and what is left for non-members."""
+
+    node: NodeInfo
+    ordinary: Resources
+    reservations: tuple[Reservation, ...]
+
+    @property
+    def reserved(self) -> Resources:
+        total = Resources()
+        for reservation in self.reservations:
+            total = total + reservation.reserved
+        return total
+
+    @property
+    def committed(self) -> Resources:
+        return self.ordinary + self.reserved
+
+    @property
+    def free(self) -> Resources:
+        """Capacity a non-member may use (A1)."""
+        return self.node.allocatable - self.committed
+
+    def reservation_for(self, alloc_key: str) -> Reservation | None:
+        return next((r for r in self.reservations if r.alloc.key == alloc_key), None)
+
+
+def ledger(node: NodeInfo, allocs: Iterable[AllocInfo], without: frozenset[str] = frozenset()) -> NodeLedger:
+    """Book the node's pods (except the uids in `without`) against the allocs placed on it."""
+    allocs = tuple(allocs)
+    keys = {alloc.key for alloc in allocs}
+    ordinary_cpu = ordinary_mem = 0
+    members: dict[str, list[int]] = {key: [0, 0] for key in keys}
+    for pod in node.pods:
+        if pod.uid in without:
+            continue
+        alloc_key = pod.alloc
+        if alloc_key in keys:
+            use = members[alloc_key]  # type: ignore[index]
+            use[0] += pod.requests.cpu
+            use[1] += pod.requests.memory
+        else:
+            ordinary_cpu += pod.requests.cpu
+            ordinary_mem += pod.requests.memory
+    return NodeLedger(
+        node=node,
+        ordinary=Resources(ordinary_cpu, ordinary_mem),
+        reservations=tuple(Reservation(a, Resources(*members[a.key])) for a in allocs),
+    )
+
+
+def node_ledger(snapshot: CellSnapshot, node: NodeInfo, without: frozenset[str] = frozenset()) -> NodeLedger:
+    return ledger(node, snapshot.allocs_on(node.name), without)
+
+
+def _selector_mismatch(pod: PodInfo, node: NodeInfo) -> list[str]:
+    return [f"node selector {key}={value} does not match (node has {node.labels.get(key, 'no such label')})"
+            for key, value in pod.node_selector.items() if node.labels.get(key) != value]
+
+
+def check_node(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo,
+               without: frozenset[str] = frozenset()) -> Verdict:
+    """Whether `pod` fits on `node` (pods with uids in `without` treated as gone, for preemption)."""
+    reasons: list[str] = []
+    if node.unschedulable:
+        reasons.append("node is cordoned (unschedulable)")
+    reasons.extend(_selector_mismatch(pod, node))
+    pod_count = sum(1 for p in node.pods if p.uid not in without) if without else len(node.pods)
+    if pod_count + 1 > node.max_pods:
+        reasons.append(f"too many pods: {pod_count} of {node.max_pods} slots used")
+    books = node_ledger(snapshot, node, without)
+    alloc_key = pod.alloc
+    if alloc_key is None:
+        free = books.free
+        shortfall = pod.requests.shortfall(free)
+        if shortfall:
+            held = books.reserved
+            note = f" (alloc reservations hold {held})" if not held.is_zero() else ""
+            reasons.append("insufficient capacity outside allocs: " + ", ".join(shortfall) + note)
+        if reasons:
+            return Verdict(False, tuple(reasons))
+        return Verdict(True, (f"fits: {pod.requests} requested, {free} free",))
+
+    alloc = snapshot.allocs.get(alloc_key)
+    if alloc is None:
+        reasons.append(f"member of alloc {alloc_key}, which does not exist")
+        return Verdict(False, tuple(reasons))
+    reservation = books.reservation_for(alloc_key)
+    if reservation is None:
+        where = ", ".join(alloc.nodes) or "none placed yet"
+        reasons.append(f"not a node of alloc {alloc_key} (its instances: {where})")
+        return Verdict(False, tuple(reasons))
+    remaining = reservation.remaining
+    shortfall = pod.requests.shortfall(remaining)
+    if shortfall:
+        reasons.append(f"alloc {alloc_key} instance has too little left: " + ", ".join(shortfall))
+    # The node must still hold the pod physically, even if something overcommitted it.
+    physical = books.free + remaining
+    if not shortfall and not pod.requests.fits_in(physical):
+        reasons.append("node overcommitted: " + ", ".join(pod.requests.shortfall(physical)))
+    if reasons:
+        return Verdict(False, tuple(reasons))
+    return Verdict(True, (f"fits in alloc {alloc_key}: {pod.requests} requested, {remaining} left in instance",))
+
+
+def alloc_instance_fits(alloc: AllocInfo, snapshot: CellSnapshot, node: NodeInfo) -> Verdict:
+    """Whether a new instance of `alloc` fits on `node` (A1: it must fit beside everything else)."""
+    reasons: list[str] = []
+    if node.unschedulable:
+        reasons.append("node is cordoned (unschedulable)")
+    for key, value in alloc.node_selector.items():
+        if node.labels.get(key) != value:
+            reasons.append(f"node selector {key}={value} does not match")
+    others = tuple(a for a in snapshot.allocs_on(node.name) if a.key != alloc.key)
+    # Book the node as if the instance were already there: members running here fall inside it.
+    books = ledger(node, (*others, alloc))
+    shortfall = books.committed.shortfall(node.allocatable)
+    if shortfall:
+        free = ledger(node, others).free
+        reasons.append(f"instance needs {alloc.resources}, node has {free} free")
+    if reasons:
+        return Verdict(False, tuple(reasons))
+    return Verdict(True, ("fits",))

@@ -1,0 +1,191 @@
+"""Borg's scheduling pass with its scalability techniques (Borg §3.4), over an immutable snapshot.
+
+- Equivalence classes: pods that agree on everything feasibility and the resource score read
+  (requests, prod or not, alloc membership, node selector) share those results.
+- Score caching: (class, node) results are kept until the node or the cell's allocs change; a
+  changed node is a new `NodeInfo` object, so validity is an identity check (the cache entry
+  holds the old object, so its identity cannot be reused).
+- Relaxed randomization: nodes are examined in random order until enough feasible ones are
+  found; the rest are left unexamined rather than failed.
+
+The job-spread part of a score depends on the job's other pods, so it is never cached: it is
+read from the snapshot's memoized per-job domain counts.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from scheduler_ext.policy.feasibility import Verdict, check_node, node_ledger
+from scheduler_ext.policy.model import CellSnapshot, NodeInfo, PodInfo
+from scheduler_ext.policy.resources import Resources
+from scheduler_ext.policy.scoring import combine, resource_score, spread_score
+
+NOT_EXAMINED = Verdict(False, ("not examined: enough feasible nodes were found first (relaxed randomization)",))
+UNKNOWN_NODE = Verdict(False, ("node not (yet) known to Cell's scheduler cache",))
+
+
+@dataclass(frozen=True, slots=True)
+class EquivalenceClass:
+    """Exactly the pod attributes that feasibility and the resource score depend on."""
+
+    requests: Resources
+    prod: bool
+    alloc: str | None
+    node_selector: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, pod: PodInfo) -> EquivalenceClass:
+        return cls(pod.requests, pod.band.is_prod, pod.alloc, tuple(sorted(pod.node_selector.items())))
+
+
+@dataclass(slots=True)
+class _Entry:
+    node: NodeInfo
+    allocs: Mapping[str, object]
+    verdict: Verdict
+    resource: float
+
+
+class PolicyCache:
+    """(equivalence class, node) -> verdict and resource score, LRU-bounded in classes."""
+
+    def __init__(self, max_classes: int = 256) -> None:
+        self._classes: OrderedDict[EquivalenceClass, dict[str, _Entry]] = OrderedDict()
+        self._max_classes = max_classes
+        self.hits = 0
+        self.misses = 0
+
+    def lookup(self, pod: PodInfo, eclass: EquivalenceClass, snapshot: CellSnapshot, node: NodeInfo) -> _Entry:
+        entries = self._classes.get(eclass)
+        if entries is None:
+            entries = self._classes[eclass] = {}
+            if len(self._classes) > self._max_classes:
+                self._classes.popitem(last=False)
+        else:
+            self._classes.move_to_end(eclass)
+        entry = entries.get(node.name)
+        if entry is not None and entry.node is node and entry.allocs is snapshot.allocs:
+            self.hits += 1
+            return entry
+        self.misses += 1
+        entry = _evaluate(pod, snapshot, node)
+        entries[node.name] = entry
+        return entry
+
+    def invalidate(self, node: str | None = None) -> None:
+        """Drop cached results for one node (or all); identity checks make this optional."""
+        if node is None:
+            self._classes.clear()
+            return
+        for entries in self._classes.values():
+            entries.pop(node, None)
+
+    def __len__(self) -> int:
+        return sum(len(entries) for entries in self._classes.values())
+
+
+def _evaluate(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo) -> _Entry:
+    verdict = check_node(pod, snapshot, node)
+    resource = resource_score(pod, node_ledger(snapshot, node)) if verdict.fits else 0.0
+    return _Entry(node, snapshot.allocs, verdict, resource)
+
+
+@dataclass(frozen=True, slots=True)
+class FilterResult:
+    """Feasible nodes (in examination order), failed nodes with reasons, and every node's verdict."""
+
+    feasible: tuple[str, ...]
+    failed: Mapping[str, str]
+    verdicts: Mapping[str, Verdict]
+    unexamined: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a pod goes (None: nowhere) and why, node by node: Borg's introspection record."""
+
+    pod: str
+    node: str | None
+    scores: Mapping[str, int]
+    verdicts: Mapping[str, Verdict] = field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        if self.node is not None:
+            return f"{self.pod} -> {self.node} (score {self.scores[self.node]})"
+        counts: dict[str, int] = {}
+        for verdict in self.verdicts.values():
+            if not verdict.fits:
+                counts[verdict.message] = counts.get(verdict.message, 0) + 1
+        summary = "; ".join(f"{n} node(s): {reason}" for reason, n in sorted(counts.items(), key=lambda i: -i[1]))
+        return f"{self.pod} fits no node: {summary or 'no nodes'}"
+
+
+class Scheduler:
+    """Filter, score and place pods against snapshots, with the §3.4 techniques switchable.
+
+    `enough_feasible=None` examines every node (what `cell why` wants); a number turns relaxed
+    randomization on. `cache=None` computes everything afresh (the reference the cache is
+    tested against).
+    """
+
+    def __init__(self, cache: PolicyCache | None = None, enough_feasible: int | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.cache = cache
+        self.enough_feasible = enough_feasible
+        self.rng = rng or random.Random()
+
+    def _entry(self, pod: PodInfo, eclass: EquivalenceClass, snapshot: CellSnapshot, node: NodeInfo) -> _Entry:
+        if self.cache is None:
+            return _evaluate(pod, snapshot, node)
+        return self.cache.lookup(pod, eclass, snapshot, node)
+
+    def filter(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> FilterResult:
+        names: Sequence[str] = list(snapshot.nodes if node_names is None else node_names)
+        enough = self.enough_feasible
+        if enough is not None and len(names) > enough:
+            names = list(names)
+            self.rng.shuffle(names)
+        eclass = EquivalenceClass.of(pod)
+        feasible: list[str] = []
+        failed: dict[str, str] = {}
+        verdicts: dict[str, Verdict] = {}
+        nodes = snapshot.nodes
+        for position, name in enumerate(names):
+            if enough is not None and len(feasible) >= enough:
+                for rest in names[position:]:
+                    verdicts[rest] = NOT_EXAMINED
+                return FilterResult(tuple(feasible), failed, verdicts, len(names) - position)
+            node = nodes.get(name)
+            verdict = UNKNOWN_NODE if node is None else self._entry(pod, eclass, snapshot, node).verdict
+            verdicts[name] = verdict
+            if verdict.fits:
+                feasible.append(name)
+            else:
+                failed[name] = verdict.message
+        return FilterResult(tuple(feasible), failed, verdicts)
+
+    def scores(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> dict[str, int]:
+        """0..10 per node; a node the pod does not fit on (or an unknown one) scores 0."""
+        eclass = EquivalenceClass.of(pod)
+        result: dict[str, int] = {}
+        nodes = snapshot.nodes
+        for name in snapshot.nodes if node_names is None else node_names:
+            node = nodes.get(name)
+            if node is None:
+                result[name] = 0
+                continue
+            entry = self._entry(pod, eclass, snapshot, node)
+            result[name] = combine(entry.resource, spread_score(pod, snapshot, node)) if entry.verdict.fits else 0
+        return result
+
+    def schedule(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> Decision:
+        """Filter, score the feasible nodes, pick the best (ties: first examined)."""
+        filtered = self.filter(pod, snapshot, node_names)
+        scores = self.scores(pod, snapshot, filtered.feasible)
+        best = max(filtered.feasible, key=lambda name: scores[name], default=None)
+        return Decision(pod.key, best, scores, filtered.verdicts)

@@ -1,0 +1,54 @@
+"""Scoring (Borg §3.2): 0..10 per node, higher is better.
+
+- Prod pods spread: least allocated, so latency-sensitive work keeps headroom for spikes.
+- Non-prod pods pack: most allocated (best fit), so fewer resources are stranded.
+- Pods of one job spread across failure domains: zones first, then racks.
+
+The resource part depends only on (pod shape, node state) and is what the score cache keeps; the
+spread part depends on where the job's other pods are and is recomputed from the snapshot.
+"""
+
+from __future__ import annotations
+
+from scheduler_ext.policy.feasibility import NodeLedger, node_ledger
+from scheduler_ext.policy.model import CellSnapshot, NodeInfo, PodInfo
+
+MAX_SCORE = 10
+ZONE_WEIGHT = 2  # losing a zone hurts more than losing a rack
+RACK_WEIGHT = 1
+
+
+def _ratio(part: int, whole: int) -> float:
+    return min(part / whole, 1.0) if whole > 0 else 1.0
+
+
+def resource_score(pod: PodInfo, books: NodeLedger) -> float:
+    """0..10 from the node's use after placing the pod: inverted for prod (spread), direct for non-prod."""
+    allocatable = books.node.allocatable
+    after = books.committed
+    if pod.alloc is None or books.reservation_for(pod.alloc) is None:
+        after = after + pod.requests
+    # A member lands inside a reservation already counted in `committed`.
+    used = (_ratio(after.cpu, allocatable.cpu) + _ratio(after.memory, allocatable.memory)) / 2
+    fraction = 1.0 - used if pod.band.is_prod else used
+    return MAX_SCORE * fraction
+
+
+def spread_score(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo) -> float:
+    """0..10: higher where fewer of the pod's job already run (zone weighs twice a rack)."""
+    domains = snapshot.job_domains(pod.owner)
+    if domains.max_zone == 0:
+        return MAX_SCORE
+    zone_part = 1.0 - domains.zones.get(node.zone, 0) / domains.max_zone
+    rack_part = 1.0 - domains.racks.get(node.rack, 0) / domains.max_rack
+    return MAX_SCORE * (ZONE_WEIGHT * zone_part + RACK_WEIGHT * rack_part) / (ZONE_WEIGHT + RACK_WEIGHT)
+
+
+def combine(resource: float, spread: float) -> int:
+    """Equal weight to the resource policy and the job's spread, rounded into 0..10."""
+    return max(0, min(MAX_SCORE, round((resource + spread) / 2)))
+
+
+def score_node(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo) -> int:
+    """The uncached score of one node for one pod."""
+    return combine(resource_score(pod, node_ledger(snapshot, node)), spread_score(pod, snapshot, node))
