@@ -12,18 +12,33 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from cell.errors import CellError
 
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _CellGroup(TyperGroup):
+    """Every command's CellError becomes one line on stderr and exit code 1, never a traceback."""
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except CellError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+
 app = typer.Typer(
+    cls=_CellGroup,
     name="cell",
     help="Cell: a Kubernetes cell with Google Borg's ideas, for teaching distributed operating systems.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
 
 StateDirOption = Annotated[
     Path | None,
@@ -94,9 +109,6 @@ def build(
 def main() -> None:
     try:
         app()
-    except CellError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)

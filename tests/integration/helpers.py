@@ -1,0 +1,44 @@
+"""Small waiting and manifest helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.5, what: str = "condition") -> T:
+    """Poll until predicate returns something truthy; fail the test with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last value: {last!r})")
+
+
+def deployment(name: str, replicas: int, cpu: str = "100m", memory: str = "64Mi",
+               priority_class: str | None = None, labels: dict[str, str] | None = None,
+               node_selector: dict[str, str] | None = None,
+               tolerations: list[dict] | None = None) -> dict:
+    pod_labels = {"app": name, **(labels or {})}
+    spec: dict = {
+        "containers": [{"name": "main", "image": "cell.local/web:1.0",
+                        "resources": {"requests": {"cpu": cpu, "memory": memory}}}],
+    }
+    if priority_class:
+        spec["priorityClassName"] = priority_class
+    if node_selector:
+        spec["nodeSelector"] = node_selector
+    if tolerations:
+        spec["tolerations"] = tolerations
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": pod_labels}, "spec": spec}},
+    }
