@@ -17,10 +17,15 @@ from scheduler_ext.policy.resources import Resources
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """A feasibility decision and the human-readable reasons for it."""
+    """A feasibility decision and the human-readable reasons for it.
+
+    `resolvable` is False when evicting pods could not help (wrong node for an alloc member, a
+    cordoned node, a node selector): kube-scheduler then skips the node when preempting.
+    """
 
     fits: bool
     reasons: tuple[str, ...]
+    resolvable: bool = True
 
     def __bool__(self) -> bool:
         return self.fits
@@ -119,6 +124,7 @@ def check_node(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo,
     if node.unschedulable:
         reasons.append("node is cordoned (unschedulable)")
     reasons.extend(_selector_mismatch(pod, node))
+    resolvable = not reasons
     pod_count = sum(1 for p in node.pods if p.uid not in without) if without else len(node.pods)
     if pod_count + 1 > node.max_pods:
         reasons.append(f"too many pods: {pod_count} of {node.max_pods} slots used")
@@ -132,18 +138,18 @@ def check_node(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo,
             note = f" (alloc reservations hold {held})" if not held.is_zero() else ""
             reasons.append("insufficient capacity outside allocs: " + ", ".join(shortfall) + note)
         if reasons:
-            return Verdict(False, tuple(reasons))
+            return Verdict(False, tuple(reasons), resolvable)
         return Verdict(True, (f"fits: {pod.requests} requested, {free} free",))
 
     alloc = snapshot.allocs.get(alloc_key)
     if alloc is None:
         reasons.append(f"member of alloc {alloc_key}, which does not exist")
-        return Verdict(False, tuple(reasons))
+        return Verdict(False, tuple(reasons), resolvable=False)
     reservation = books.reservation_for(alloc_key)
     if reservation is None:
         where = ", ".join(alloc.nodes) or "none placed yet"
         reasons.append(f"not a node of alloc {alloc_key} (its instances: {where})")
-        return Verdict(False, tuple(reasons))
+        return Verdict(False, tuple(reasons), resolvable=False)
     remaining = reservation.remaining
     shortfall = pod.requests.shortfall(remaining)
     if shortfall:
@@ -153,7 +159,7 @@ def check_node(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo,
     if not shortfall and not pod.requests.fits_in(physical):
         reasons.append("node overcommitted: " + ", ".join(pod.requests.shortfall(physical)))
     if reasons:
-        return Verdict(False, tuple(reasons))
+        return Verdict(False, tuple(reasons), resolvable)
     return Verdict(True, (f"fits in alloc {alloc_key}: {pod.requests} requested, {remaining} left in instance",))
 
 

@@ -286,7 +286,7 @@ class CellSnapshot:
     snapshots let the score cache know that no reservation changed (see `scheduler.PolicyCache`).
     """
 
-    __slots__ = ("_allocs_by_node", "_domains", "allocs", "nodes")
+    __slots__ = ("_allocs_by_node", "_domains", "_pods_by_uid", "allocs", "nodes")
 
     nodes: Mapping[str, NodeInfo]
     allocs: Mapping[str, AllocInfo]
@@ -300,6 +300,7 @@ class CellSnapshot:
         object.__setattr__(self, "allocs", alloc_map)
         object.__setattr__(self, "_allocs_by_node", None)
         object.__setattr__(self, "_domains", {})
+        object.__setattr__(self, "_pods_by_uid", None)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("CellSnapshot is immutable")
@@ -352,7 +353,12 @@ class CellSnapshot:
             yield from node.pods
 
     def find_pod(self, uid: str) -> PodInfo | None:
-        return next((pod for pod in self.pods() if pod.uid == uid), None)
+        """A bound pod by uid (index built on first use)."""
+        index = self._pods_by_uid
+        if index is None:
+            index = {pod.uid: pod for pod in self.pods()}
+            object.__setattr__(self, "_pods_by_uid", index)
+        return index.get(uid)
 
     def with_nodes(self, *nodes: NodeInfo) -> CellSnapshot:
         """A new snapshot with these nodes replaced (or added); allocs are shared."""

@@ -17,29 +17,32 @@ CELL = cell(
     node("node-3", cpu="4", memory="8Gi", unschedulable=True),
     allocs=(alloc("cache", cpu="2", memory="2Gi", nodes=("node-1",)),),
 )
+IN_ZONE_B = {"topology.kubernetes.io/zone": "zone-b"}
 
 
 @pytest.mark.parametrize(
-    ("candidate", "node_name", "fits", "reason_part"),
+    ("candidate", "node_name", "fits", "reason_part", "resolvable"),
     [
         # A1: node-1 has 4 cpu; other uses 1, the alloc holds 2 (its member is inside): 1 cpu left for others.
-        (pod("small", cpu="1"), "node-1", True, "fits"),
-        (pod("big", cpu="2"), "node-1", False, "alloc reservations hold cpu 2 / memory 2Gi"),
-        (pod("big", cpu="2"), "node-2", True, "fits"),
-        (pod("huge", cpu="5"), "node-2", False, "cpu 5 > 4 free"),
+        (pod("small", cpu="1"), "node-1", True, "fits", True),
+        (pod("big", cpu="2"), "node-1", False, "alloc reservations hold cpu 2 / memory 2Gi", True),
+        (pod("big", cpu="2"), "node-2", True, "fits", True),
+        (pod("huge", cpu="5"), "node-2", False, "cpu 5 > 4 free", True),
         # A2: a member fits only on its alloc's nodes, inside the instance's remaining capacity.
-        (pod("cache-1", cpu="1", alloc="cache"), "node-1", True, "fits in alloc alice/cache"),
-        (pod("cache-1", cpu="1500m", alloc="cache"), "node-1", False, "too little left: cpu 1500m > 1 free"),
-        (pod("cache-1", cpu="1", alloc="cache"), "node-2", False, "not a node of alloc alice/cache"),
-        (pod("cache-1", cpu="1", alloc="cache", namespace="bob"), "node-1", False, "bob/cache, which does not exist"),
-        (pod("any", cpu="1"), "node-3", False, "cordoned"),
-        (pod("sel", cpu="1", selector={"topology.kubernetes.io/zone": "zone-b"}), "node-1", False, "node selector"),
-        (pod("sel", cpu="1", selector={"topology.kubernetes.io/zone": "zone-b"}), "node-2", True, "fits"),
+        (pod("cache-1", cpu="1", alloc="cache"), "node-1", True, "fits in alloc alice/cache", True),
+        (pod("cache-1", cpu="1500m", alloc="cache"), "node-1", False, "too little left: cpu 1500m > 1 free", True),
+        (pod("cache-1", cpu="1", alloc="cache"), "node-2", False, "not a node of alloc alice/cache", False),
+        (pod("cache-1", cpu="1", alloc="cache", namespace="bob"), "node-1", False, "bob/cache, which does not exist",
+         False),
+        (pod("any", cpu="1"), "node-3", False, "cordoned", False),
+        (pod("sel", cpu="1", selector=IN_ZONE_B), "node-1", False, "node selector", False),
+        (pod("sel", cpu="1", selector=IN_ZONE_B), "node-2", True, "fits", True),
     ],
 )
-def test_check_node(candidate: PodInfo, node_name: str, fits: bool, reason_part: str) -> None:
+def test_check_node(candidate: PodInfo, node_name: str, fits: bool, reason_part: str, resolvable: bool) -> None:
     verdict = check_node(candidate, CELL, CELL.nodes[node_name])
     assert verdict.fits is fits
+    assert verdict.resolvable is resolvable
     assert reason_part in verdict.message
 
 
