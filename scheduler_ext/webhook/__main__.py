@@ -1,0 +1,91 @@
+"""python -m scheduler_ext.webhook --kubeconfig K --host H --port P --tls-cert C --tls-key KEY"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from kubernetes import client, config
+
+from scheduler_ext.webhook.admission import QuotaAdmission
+from scheduler_ext.webhook.cache import NotFound, QuotaCache, get_json
+from scheduler_ext.webhook.server import make_app
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        fail(message)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = _OneLineParser(prog="python -m scheduler_ext.webhook",
+                            description="Cell's quota admission webhook (BandQuota, SPEC §3).")
+    parser.add_argument("--kubeconfig", required=True, type=Path, help="kubeconfig to list and watch the cell with")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", required=True, type=int)
+    parser.add_argument("--tls-cert", required=True, type=Path, help="serving certificate (PEM)")
+    parser.add_argument("--tls-key", required=True, type=Path, help="its private key (PEM)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser.parse_args(argv)
+
+
+def fail(message: str) -> None:
+    print(f"scheduler_ext.webhook: error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def api_client(kubeconfig: Path) -> client.ApiClient:
+    if not kubeconfig.is_file():
+        fail(f"kubeconfig not found: {kubeconfig}")
+    configuration = client.Configuration()
+    try:
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    except Exception as exc:  # the loader raises several unrelated types for a broken file
+        fail(f"kubeconfig {kubeconfig} is unusable: {str(exc).splitlines()[0]}")
+    # One long-lived watch connection per resource, plus lists and the odd GET.
+    configuration.connection_pool_maxsize = 32
+    return client.ApiClient(configuration)
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        fail(f"cannot load TLS certificate {cert} / key {key}: {exc}")
+    return context
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if not 0 < args.port < 65536:
+        fail(f"--port must be 1..65535, got {args.port}")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    context = tls_context(args.tls_cert, args.tls_key)
+    api = api_client(args.kubeconfig)
+
+    def fetch(resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = get_json(api, f"/apis/apps/v1/namespaces/{namespace}/{resource}/{name}", timeout=2.0)
+            return obj
+        except NotFound:
+            return None
+
+    cache = QuotaCache(api)
+    cache.start()
+    app = make_app(QuotaAdmission(cache, fetch))
+    try:
+        web.run_app(app, host=args.host, port=args.port, ssl_context=context, print=None, access_log=None)
+    except OSError as exc:
+        fail(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}")
+    finally:
+        cache.stop()
+
+
+if __name__ == "__main__":
+    main()
