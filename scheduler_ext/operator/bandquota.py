@@ -1,0 +1,72 @@
+"""BandQuota status.used (Q7): recomputed from the charge indexes whenever anything it sums changes.
+
+Level-triggered: every event on a charged object or a BandQuota recomputes the namespace's whole
+use from the indexes (never an increment) and patches status.used if it differs. One lock per
+namespace makes the last patch always the one computed from the latest state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from scheduler_ext.operator.charges import CHARGED, charges_in
+from scheduler_ext.policy.quota import used_status
+from scheduler_ext.policy.workloads import usage_by_band
+
+GROUP, VERSION, PLURAL = "cell.distos.dev", "v1alpha1", "bandquotas"
+
+_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def band_quotas(name: str, namespace: str | None, status: kopf.Status, **_: Any) -> dict[str, Any] | None:
+    """namespace -> (name, current status.used) of its BandQuota(s)."""
+    return {namespace: (name, dict(status.get("used") or {}))} if namespace else None
+
+
+def sync_namespace(namespace: str, indices: Mapping[str, Any], api: client.ApiClient, logger: kopf.Logger) -> None:
+    """Make status.used of the namespace's BandQuota equal to the sum of its charges."""
+    quotas = indices.get("band_quotas")
+    if not quotas or namespace not in quotas:
+        return
+    with _locks[namespace]:
+        used = used_status(usage_by_band(charges_in(namespace, indices)))
+        for name, current in list(quotas[namespace]):
+            if current != used:
+                _patch_used(api, namespace, name, used, logger)
+
+
+def _patch_used(api: client.ApiClient, namespace: str, name: str, used: dict[str, Any], logger: kopf.Logger) -> None:
+    custom = client.CustomObjectsApi(api)
+    for attempt in range(4):
+        try:
+            custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": {"used": used}},
+                _content_type="application/merge-patch+json")
+            logger.info(f"status.used of BandQuota {namespace}/{name}: {used}")
+            return
+        except ApiException as exc:
+            if exc.status == 404:
+                return  # deleted meanwhile: nothing to keep current
+            if attempt == 3:
+                logger.error(f"cannot update status of BandQuota {namespace}/{name}: {exc.status} {exc.reason}")
+                return
+            time.sleep(0.2 * 2**attempt)
+
+
+def _on_event(namespace: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    if namespace:
+        sync_namespace(namespace, kwargs, memo["api"], logger)
+
+
+# Any change to something charged, or to a BandQuota itself, re-derives that namespace's status.
+for _name, _selector in {**CHARGED, "band_quotas": (GROUP, VERSION, PLURAL)}.items():
+    kopf.on.event(*_selector, id=f"sync-used-{_name}")(_on_event)

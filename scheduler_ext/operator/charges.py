@@ -1,0 +1,70 @@
+"""What each workload charges to its namespace's BandQuota, kept as kopf indexes keyed by namespace.
+
+An index is level-triggered by construction: kopf re-lists on start and keeps one value per live
+object, so the sum over an index is always the namespace's current use (Q7), also after a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from scheduler_ext.policy.workloads import Charge, charge_of
+
+# Every resource quota charges (Q1, A4), as kopf selectors.
+CHARGED: dict[str, tuple[str, ...]] = {
+    "pod_charges": ("v1", "pods"),
+    "deployment_charges": ("apps", "v1", "deployments"),
+    "replicaset_charges": ("apps", "v1", "replicasets"),
+    "statefulset_charges": ("apps", "v1", "statefulsets"),
+    "job_charges": ("batch", "v1", "jobs"),
+    "cronjob_charges": ("batch", "v1", "cronjobs"),
+    "alloc_charges": ("cell.distos.dev", "v1alpha1", "allocs"),
+}
+
+
+@kopf.index("scheduling.k8s.io", "v1", "priorityclasses")
+def priority_classes(name: str, body: kopf.Body, **_: Any) -> dict[str, int] | None:
+    """Cluster PriorityClasses, so that templates naming a custom class land in the right band."""
+    value = body.get("value")
+    return {name: value} if isinstance(value, int) else None
+
+
+def class_values(index: kopf.Index[str, int] | None) -> dict[str, int]:
+    if not index:
+        return {}
+    return {name: value for name, store in index.items() for value in store}
+
+
+def _charge(body: kopf.Body, namespace: str | None, classes: kopf.Index[str, int] | None,
+            logger: kopf.Logger) -> dict[str, Charge] | None:
+    try:
+        charge = charge_of(body, class_values(classes))
+    except ValueError as exc:
+        logger.warning(f"not charged, unreadable: {exc}")
+        return None
+    return {namespace: charge} if charge is not None and namespace else None
+
+
+def _register(index_name: str, selector: tuple[str, ...]) -> None:
+    def index(body: kopf.Body, namespace: str | None, logger: kopf.Logger, **kwargs: Any) -> dict[str, Charge] | None:
+        return _charge(body, namespace, kwargs.get("priority_classes"), logger)
+
+    index.__name__ = index.__qualname__ = index_name
+    kopf.index(*selector, id=index_name)(index)
+
+
+for _name, _selector in CHARGED.items():
+    _register(_name, _selector)
+
+
+def charges_in(namespace: str, indices: Mapping[str, Any]) -> list[Charge]:
+    """Every charge in one namespace, from the indexes a kopf handler receives as keyword arguments."""
+    charges: list[Charge] = []
+    for index_name in CHARGED:
+        index = indices.get(index_name)
+        if index is not None and namespace in index:
+            charges.extend(index[namespace])
+    return charges
