@@ -1,0 +1,68 @@
+"""`python -m scheduler_ext.extender --kubeconfig K --host H --port P`: start the cache's
+reflectors and serve the extender. Bad arguments exit non-zero with one line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import NoReturn
+
+from aiohttp import web
+from kubernetes import config as k8s_config
+
+from scheduler_ext.extender.cache import ClusterCache, start_reflectors
+from scheduler_ext.extender.server import create_app
+
+PROG = "scheduler_ext.extender"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: error: {message}\n")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog=f"python -m {PROG}", description="Cell's Borg scheduler extender for kube-scheduler.")
+    parser.add_argument("--kubeconfig", required=True, type=Path, help="kubeconfig to list/watch the cell with")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", required=True, type=int, help="port to listen on")
+    parser.add_argument("--enough-feasible", type=int, default=100, metavar="N",
+                        help="relaxed randomization: stop filtering after N feasible nodes (0: examine all)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    if not 0 < args.port < 65536:
+        parser.error(f"--port {args.port}: must be 1..65535")
+    if args.enough_feasible < 0:
+        parser.error("--enough-feasible must be >= 0")
+    if not args.kubeconfig.is_file():
+        parser.error(f"--kubeconfig {args.kubeconfig}: no such file")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        api_client = k8s_config.new_client_from_config(config_file=str(args.kubeconfig))
+    except Exception as exc:
+        print(f"{PROG}: error: cannot load kubeconfig {args.kubeconfig}: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
+    cache = ClusterCache()
+    stop = threading.Event()
+    start_reflectors(cache, api_client, stop)
+    app = create_app(cache, enough_feasible=args.enough_feasible)
+    try:
+        web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
+    except OSError as exc:
+        print(f"{PROG}: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    finally:
+        stop.set()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""The extender's own view of the cell (nodeCacheCapable): nodes, bound pods and Allocs, fed by
+list+watch, handed to the policy as immutable snapshots.
+
+`ClusterCache` is the event handling (no I/O; tests feed it events). `Reflector` threads do the
+list/watch with the official client, decoding the raw stream with msgspec (only the fields the
+policy reads), keep the resourceVersion, and re-list after a 410 Gone.
+
+Snapshots are cheap: a changed node gets a new `NodeInfo`; unchanged ones are shared, so the
+policy's score cache stays valid for them. Updates that change nothing the policy reads (a pod
+turning Ready, a node heartbeat) change nothing here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import msgspec
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from scheduler_ext.extender import wire
+from scheduler_ext.policy.model import AllocInfo, CellSnapshot, NodeInfo, PodInfo
+
+log = logging.getLogger(__name__)
+
+NODES, PODS, ALLOCS = "nodes", "pods", "allocs"
+KINDS = (NODES, PODS, ALLOCS)
+ALLOC_GROUP, ALLOC_VERSION, ALLOC_PLURAL = "cell.distos.dev", "v1alpha1", "allocs"
+# Only pods that hold node resources: bound and not finished. Leaving the selector is a DELETED event.
+BOUND_ACTIVE_PODS = "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"
+
+
+class WatchExpired(Exception):
+    """The watch's resourceVersion is too old (410 Gone): list again."""
+
+
+def _pod_fingerprint(pod: PodInfo) -> tuple[object, ...]:
+    return (pod.namespace, pod.name, pod.priority, pod.requests, pod.owner, pod.node_name,
+            tuple(sorted(pod.labels.items())), tuple(sorted(pod.node_selector.items())))
+
+
+def _node_fingerprint(node: NodeInfo) -> tuple[object, ...]:
+    return (node.allocatable, node.max_pods, node.unschedulable, tuple(sorted(node.labels.items())))
+
+
+def _alloc_fingerprint(alloc: AllocInfo) -> tuple[object, ...]:
+    return (alloc.resources, alloc.count, alloc.priority, alloc.spread_by, alloc.instances,
+            tuple(sorted(alloc.node_selector.items())))
+
+
+_meta_decoder = msgspec.json.Decoder(wire.Node)  # any object: only metadata is read
+_event_decoder = msgspec.json.Decoder(wire.WatchEvent)
+_object_decoders: dict[str, msgspec.json.Decoder[Any]] = {
+    NODES: msgspec.json.Decoder(wire.Node),
+    PODS: msgspec.json.Decoder(wire.Pod),
+    ALLOCS: msgspec.json.Decoder(dict[str, Any]),
+}
+_list_decoders: dict[str, msgspec.json.Decoder[Any]] = {
+    NODES: msgspec.json.Decoder(wire.NodeList),
+    PODS: msgspec.json.Decoder(wire.PodList),
+    ALLOCS: msgspec.json.Decoder(wire.CustomObjectList),
+}
+
+
+def _manifest(obj: object) -> dict[str, Any]:
+    return obj if isinstance(obj, dict) else wire.to_manifest(obj)  # type: ignore[arg-type]
+
+
+class ClusterCache:
+    """Nodes, bound active pods and Allocs; thread-safe; `snapshot()` for the policy."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bases: dict[str, NodeInfo] = {}  # nodes without their pods
+        self._pods: dict[str, PodInfo] = {}  # uid -> pod
+        self._pods_by_node: dict[str, dict[str, PodInfo]] = {}
+        self._node_infos: dict[str, NodeInfo] = {}
+        self._dirty: set[str] = set()
+        self._allocs: dict[str, AllocInfo] = {}
+        self._allocs_view: Mapping[str, AllocInfo] = MappingProxyType({})
+        self._snapshot: CellSnapshot | None = None
+        self._synced = dict.fromkeys(KINDS, False)
+        self.allocs_available: bool | None = None  # None: not known yet; False: no Alloc CRD
+        self.events = 0
+
+    # --- state ------------------------------------------------------------------------------------
+
+    @property
+    def synced(self) -> bool:
+        return all(self._synced.values())
+
+    def mark_absent(self, kind: str) -> None:
+        """The resource does not exist in this cluster (no Alloc CRD): synced, and empty."""
+        self.replace(kind, [])
+        if kind == ALLOCS:
+            self.allocs_available = False
+
+    def snapshot(self) -> CellSnapshot:
+        """The current state as an immutable snapshot (rebuilt only for what changed)."""
+        with self._lock:
+            if self._snapshot is not None and not self._dirty:
+                return self._snapshot
+            for name in self._dirty:
+                base = self._bases.get(name)
+                if base is None:
+                    self._node_infos.pop(name, None)
+                else:
+                    self._node_infos[name] = base.with_pods(self._pods_by_node.get(name, {}).values())
+            self._dirty.clear()
+            self._snapshot = CellSnapshot(self._node_infos, self._allocs_view)
+            return self._snapshot
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {NODES: len(self._bases), PODS: len(self._pods), ALLOCS: len(self._allocs)}
+
+    # --- events (plain API dicts) ------------------------------------------------------------------
+
+    def replace(self, kind: str, manifests: Iterable[Mapping[str, Any]]) -> None:
+        """A fresh list: everything not in it is gone."""
+        manifests = list(manifests)
+        with self._lock:
+            if kind == NODES:
+                present = {(m.get("metadata") or {}).get("name") for m in manifests}
+                for name in [n for n in self._bases if n not in present]:
+                    self._delete_node(name)
+            elif kind == PODS:
+                present = {(m.get("metadata") or {}).get("uid") for m in manifests}
+                for uid in [u for u in self._pods if u not in present]:
+                    self._delete_pod(uid)
+            elif kind == ALLOCS:
+                present = {_alloc_key(m) for m in manifests}
+                for key in [k for k in self._allocs if k not in present]:
+                    self._delete_alloc(key)
+            else:
+                raise ValueError(f"unknown kind {kind!r}")
+            for manifest in manifests:
+                self._apply(kind, "ADDED", manifest)
+            self._synced[kind] = True
+            if kind == ALLOCS:
+                self.allocs_available = True
+
+    def apply(self, kind: str, event_type: str, manifest: Mapping[str, Any]) -> None:
+        """One watch event: ADDED, MODIFIED or DELETED."""
+        with self._lock:
+            self._apply(kind, event_type, manifest)
+
+    def _apply(self, kind: str, event_type: str, manifest: Mapping[str, Any]) -> None:
+        self.events += 1
+        try:
+            self._apply_one(kind, event_type, manifest)
+        except (ValueError, TypeError, KeyError) as exc:
+            # One bad object (say an Alloc with an unparsable quantity) must not stall the stream.
+            meta = manifest.get("metadata") or {}
+            log.warning("%s %s/%s ignored: %s", kind, meta.get("namespace", ""), meta.get("name", ""), exc)
+            self._apply_one(kind, "DELETED", manifest)
+
+    def _apply_one(self, kind: str, event_type: str, manifest: Mapping[str, Any]) -> None:
+        meta = manifest.get("metadata") or {}
+        if kind == NODES:
+            if event_type == "DELETED":
+                self._delete_node(meta.get("name", ""))
+                return
+            node = NodeInfo.from_manifest(manifest)
+            old = self._bases.get(node.name)
+            if old is None or _node_fingerprint(old) != _node_fingerprint(node):
+                self._bases[node.name] = node
+                self._dirty.add(node.name)
+        elif kind == PODS:
+            uid = meta.get("uid", "")
+            if event_type == "DELETED" or not PodInfo.is_active(manifest):
+                self._delete_pod(uid)
+                return
+            pod = PodInfo.from_manifest(manifest)
+            if not pod.node_name:
+                self._delete_pod(uid)
+                return
+            old = self._pods.get(uid)
+            if old is not None and _pod_fingerprint(old) == _pod_fingerprint(pod):
+                return
+            self._delete_pod(uid)
+            self._pods[uid] = pod
+            self._pods_by_node.setdefault(pod.node_name, {})[uid] = pod
+            self._dirty.add(pod.node_name)
+        elif kind == ALLOCS:
+            key = _alloc_key(manifest)
+            if event_type == "DELETED":
+                self._delete_alloc(key)
+                return
+            alloc = AllocInfo.from_manifest(manifest)
+            old = self._allocs.get(key)
+            if old is None or _alloc_fingerprint(old) != _alloc_fingerprint(alloc):
+                self._allocs[key] = alloc
+                self._allocs_changed()
+            self.allocs_available = True
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+
+    def _delete_node(self, name: str) -> None:
+        if self._bases.pop(name, None) is not None:
+            self._dirty.add(name)
+
+    def _delete_pod(self, uid: str) -> None:
+        old = self._pods.pop(uid, None)
+        if old is not None and old.node_name:
+            on_node = self._pods_by_node.get(old.node_name, {})
+            on_node.pop(uid, None)
+            if not on_node:
+                self._pods_by_node.pop(old.node_name, None)
+            self._dirty.add(old.node_name)
+
+    def _delete_alloc(self, key: str) -> None:
+        if self._allocs.pop(key, None) is not None:
+            self._allocs_changed()
+
+    def _allocs_changed(self) -> None:
+        # A new mapping object tells the score cache that reservations changed.
+        self._allocs_view = MappingProxyType(dict(self._allocs))
+        self._snapshot = None
+
+    # --- raw API bodies ---------------------------------------------------------------------------
+
+    def handle_list(self, kind: str, body: bytes) -> str:
+        """A list response body; returns its resourceVersion to watch from."""
+        listed = _list_decoders[kind].decode(body)
+        self.replace(kind, [_manifest(item) for item in listed.items or ()])
+        return str(listed.metadata.resource_version)
+
+    def handle_watch_line(self, kind: str, line: str | bytes) -> str | None:
+        """One watch stream line; returns the new resourceVersion (None for an empty line)."""
+        if not line:
+            return None
+        event = _event_decoder.decode(line)
+        if event.type == "ERROR":
+            status = msgspec.json.decode(event.object)
+            if isinstance(status, dict) and status.get("code") == 410:
+                raise WatchExpired(status.get("message", "resource version too old"))
+            message = status.get("message") if isinstance(status, dict) else status
+            raise ApiException(status=status.get("code", 500) if isinstance(status, dict) else 500,
+                               reason=f"watch error: {message}")
+        if event.type == "BOOKMARK":
+            return _meta_decoder.decode(event.object).metadata.resource_version or None
+        obj = _object_decoders[kind].decode(event.object)
+        manifest = _manifest(obj)
+        self.apply(kind, event.type, manifest)
+        return str((manifest.get("metadata") or {}).get("resourceVersion", "")) or None
+
+
+def _alloc_key(manifest: Mapping[str, Any]) -> str:
+    meta = manifest.get("metadata") or {}
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name', '')}"
+
+
+class Reflector(threading.Thread):
+    """List, then watch from the list's resourceVersion; re-list on 410 Gone or a broken stream."""
+
+    def __init__(self, cache: ClusterCache, kind: str, api_client: k8s.ApiClient, stop: threading.Event,
+                 watch_timeout: int = 300, absent_retry: float = 30.0) -> None:
+        super().__init__(name=f"reflector-{kind}", daemon=True)
+        self.cache = cache
+        self.kind = kind
+        self.stop = stop
+        self.watch_timeout = watch_timeout
+        self.absent_retry = absent_retry
+        core = k8s.CoreV1Api(api_client)
+        custom = k8s.CustomObjectsApi(api_client)
+        self._call: Callable[..., Any] = {
+            NODES: core.list_node,
+            PODS: lambda **kw: core.list_pod_for_all_namespaces(field_selector=BOUND_ACTIVE_PODS, **kw),
+            ALLOCS: lambda **kw: custom.list_cluster_custom_object(ALLOC_GROUP, ALLOC_VERSION, ALLOC_PLURAL, **kw),
+        }[kind]
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                resource_version = self._list()
+                failures = 0
+                self._watch(resource_version)
+            except WatchExpired:
+                log.info("%s: watch expired, listing again", self.kind)
+            except ApiException as exc:
+                if exc.status == 404 and self.kind == ALLOCS:
+                    # No Alloc CRD (yet): nothing is reserved; look again later.
+                    if self.cache.allocs_available is not False:
+                        log.info("allocs: %s/%s %s not served; treating as none", ALLOC_GROUP, ALLOC_VERSION,
+                                 ALLOC_PLURAL)
+                    self.cache.mark_absent(ALLOCS)
+                    self.stop.wait(self.absent_retry)
+                    continue
+                failures += 1
+                log.warning("%s: API error %s %s", self.kind, exc.status, exc.reason)
+                self.stop.wait(min(2.0**failures, 30.0))
+            except Exception as exc:  # a broken stream or a decode error: start over
+                failures += 1
+                log.warning("%s: %s: %s", self.kind, type(exc).__name__, exc)
+                self.stop.wait(min(2.0**failures, 30.0))
+
+    def _list(self) -> str:
+        resp = self._call(_preload_content=False, _request_timeout=60)
+        try:
+            return self.cache.handle_list(self.kind, resp.data)
+        finally:
+            resp.release_conn()
+
+    def _watch(self, resource_version: str) -> None:
+        started = time.monotonic()
+        while not self.stop.is_set():
+            resp = self._call(watch=True, resource_version=resource_version, allow_watch_bookmarks=True,
+                              timeout_seconds=self.watch_timeout, _preload_content=False,
+                              _request_timeout=(10, self.watch_timeout + 30))
+            try:
+                for line in iter_resp_lines(resp):
+                    newer = self.cache.handle_watch_line(self.kind, line)
+                    if newer:
+                        resource_version = newer
+                    if self.stop.is_set():
+                        return
+            finally:
+                resp.close()
+                resp.release_conn()
+            log.debug("%s: watch ended after %.0fs; resuming at %s", self.kind, time.monotonic() - started,
+                      resource_version)
+
+
+def start_reflectors(cache: ClusterCache, api_client: k8s.ApiClient, stop: threading.Event) -> list[Reflector]:
+    reflectors = [Reflector(cache, kind, api_client, stop) for kind in KINDS]
+    for reflector in reflectors:
+        reflector.start()
+    return reflectors

@@ -1,0 +1,227 @@
+"""HTTP routes of the scheduler extender: decode, call the policy, encode. No rule lives here.
+
+POST /filter, /prioritize, /preempt   kube-scheduler's extender verbs (wire.py)
+GET  /healthz                         200 once the cache has synced, 503 before
+GET  /metrics                         Prometheus: requests and latency per verb, cache sizes
+GET  /why/{namespace}/{pod}           per-node reasons of the last filter decision for the pod
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from scheduler_ext.extender import wire
+from scheduler_ext.policy.model import CellSnapshot, PodInfo
+from scheduler_ext.policy.preemption import vet_victims
+from scheduler_ext.policy.scheduler import FilterResult, PolicyCache, Scheduler
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class SnapshotSource(Protocol):
+    """What the server needs from the cache (ClusterCache, or a fixed snapshot in tests)."""
+
+    @property
+    def synced(self) -> bool: ...
+
+    def snapshot(self) -> CellSnapshot: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WhyRecord:
+    """The last filter decision for one pod. Verdict objects are shared with the score cache."""
+
+    pod: str
+    uid: str
+    decided_at: float
+    names: tuple[str, ...]
+    verdicts: tuple[Any, ...]
+    feasible: tuple[str, ...]
+    unexamined: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pod": self.pod,
+            "uid": self.uid,
+            "decidedAt": datetime.fromtimestamp(self.decided_at, UTC).isoformat(),
+            "feasible": list(self.feasible),
+            "unexamined": self.unexamined,
+            "nodes": {name: {"fits": verdict.fits, "reasons": list(verdict.reasons)}
+                      for name, verdict in zip(self.names, self.verdicts, strict=True)},
+        }
+
+
+class WhyStore:
+    """Last filter decision per pod, for the most recent `capacity` pods (bounded memory)."""
+
+    def __init__(self, capacity: int = 2000) -> None:
+        self._records: OrderedDict[str, WhyRecord] = OrderedDict()
+        self._capacity = capacity
+
+    def record(self, pod: PodInfo, result: FilterResult) -> None:
+        key = pod.key
+        self._records[key] = WhyRecord(key, pod.uid, time.time(), tuple(result.verdicts),
+                                       tuple(result.verdicts.values()), result.feasible, result.unexamined)
+        self._records.move_to_end(key)
+        if len(self._records) > self._capacity:
+            self._records.popitem(last=False)
+
+    def get(self, namespace: str, name: str) -> WhyRecord | None:
+        return self._records.get(f"{namespace}/{name}")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter("cell_extender_requests", "Extender HTTP requests by verb and status code.",
+                                ["verb", "code"], registry=registry)
+        self.latency = Histogram("cell_extender_request_duration_seconds", "Extender request latency by verb.",
+                                 ["verb"], registry=registry,
+                                 buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.cache_objects = Gauge("cell_extender_cache_objects", "Objects in the extender's cache.", ["kind"],
+                                   registry=registry)
+        self.score_cache = Gauge("cell_extender_score_cache_lookups", "Score cache lookups since start.",
+                                 ["result"], registry=registry)
+
+
+def _json(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(body=wire.encode(payload), status=status, content_type="application/json")
+
+
+class ExtenderServer:
+    """The routes, holding the cache, the policy's scheduler, the why store and the metrics."""
+
+    def __init__(self, source: SnapshotSource, scheduler: Scheduler, why: WhyStore, metrics: Metrics) -> None:
+        self.source = source
+        self.scheduler = scheduler
+        self.why_store = why
+        self.metrics = metrics
+
+    def instrument(self, verb: str, handler: Handler) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            started = time.perf_counter()
+            try:
+                response = await handler(request)
+            except wire.WireError as exc:
+                response = web.Response(status=400, text=str(exc) + "\n")
+            except web.HTTPException as exc:
+                response = exc
+            except Exception as exc:
+                log.exception("%s failed", verb)
+                response = web.Response(status=500, text=f"{verb} failed: {type(exc).__name__}: {exc}\n")
+            self.metrics.requests.labels(verb, str(response.status)).inc()
+            self.metrics.latency.labels(verb).observe(time.perf_counter() - started)
+            return response
+        return wrapped
+
+    async def filter(self, request: web.Request) -> web.Response:
+        args = wire.decode_args(await request.read())
+        if not self.source.synced:
+            return _json(wire.ExtenderFilterResult(error="cell extender: cache not synced yet"))
+        pod = wire.pod_info(args.pod)
+        result = self.scheduler.filter(pod, self.source.snapshot(), wire.node_names(args))
+        self.why_store.record(pod, result)
+        failed: dict[str, str] = {}
+        unresolvable: dict[str, str] = {}
+        for name, message in result.failed.items():
+            (failed if result.verdicts[name].resolvable else unresolvable)[name] = message
+        feasible = list(result.feasible)
+        node_list = wire.filtered_node_list(args, set(feasible))
+        return _json(wire.ExtenderFilterResult(
+            nodes=node_list,
+            node_names=feasible if node_list is None else None,
+            failed_nodes=failed,
+            failed_and_unresolvable_nodes=unresolvable,
+        ))
+
+    async def prioritize(self, request: web.Request) -> web.Response:
+        args = wire.decode_args(await request.read())
+        names = wire.node_names(args)
+        if not self.source.synced:
+            return _json([wire.HostPriority(name, 0) for name in names])
+        pod = wire.pod_info(args.pod)
+        scores = self.scheduler.scores(pod, self.source.snapshot(), names)
+        return _json([wire.HostPriority(name, score) for name, score in scores.items()])
+
+    async def preempt(self, request: web.Request) -> web.Response:
+        args = wire.decode_preemption_args(await request.read())
+        pod = wire.pod_info(args.pod)
+        snapshot = self.source.snapshot()
+        proposals: dict[str, tuple[list[PodInfo], int]] = {}
+        if args.node_name_to_meta_victims is not None:
+            for name, meta in args.node_name_to_meta_victims.items():
+                # Victims the cache does not know cannot be checked against R1: they are not taken.
+                known = [p for p in (snapshot.find_pod(m.uid) for m in meta.pods) if p is not None]
+                proposals[name] = (known, meta.num_pdb_violations)
+        elif args.node_name_to_victims is not None:
+            for name, victims in args.node_name_to_victims.items():
+                proposals[name] = ([wire.pod_info(p) for p in victims.pods],
+                                   victims.num_pdb_violations)
+        result: dict[str, wire.MetaVictims] = {}
+        for name, (proposed, pdb) in proposals.items():
+            node = snapshot.nodes.get(name)
+            if node is None:
+                log.debug("preempt %s: node %s not in cache, dropped", pod.key, name)
+                continue
+            victims, verdict = vet_victims(pod, snapshot, node, proposed, pdb)
+            log.debug("preempt %s on %s: %s", pod.key, name, verdict.message)
+            if victims is not None:
+                result[name] = wire.MetaVictims([wire.MetaPod(p.uid) for p in victims.pods],
+                                                victims.num_pdb_violations)
+        return _json(wire.ExtenderPreemptionResult(result))
+
+    async def why(self, request: web.Request) -> web.Response:
+        namespace, name = request.match_info["namespace"], request.match_info["pod"]
+        record = self.why_store.get(namespace, name)
+        if record is None:
+            return _json({"error": f"no filter decision recorded for {namespace}/{name}"}, status=404)
+        return _json(record.to_json())
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        if self.source.synced:
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="cache not synced\n")
+
+    async def metrics_endpoint(self, request: web.Request) -> web.Response:
+        for kind, count in self.source.counts().items():
+            self.metrics.cache_objects.labels(kind).set(count)
+        cache = self.scheduler.cache
+        if cache is not None:
+            self.metrics.score_cache.labels("hit").set(cache.hits)
+            self.metrics.score_cache.labels("miss").set(cache.misses)
+        response = web.Response(body=generate_latest(self.metrics.registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+
+SERVER: web.AppKey[ExtenderServer] = web.AppKey("server", ExtenderServer)
+
+
+def create_app(source: SnapshotSource, scheduler: Scheduler | None = None, registry: CollectorRegistry | None = None,
+               enough_feasible: int | None = 100, why_capacity: int = 2000) -> web.Application:
+    """The aiohttp application; `scheduler` defaults to a cached, relaxed-randomization one."""
+    scheduler = scheduler or Scheduler(PolicyCache(), enough_feasible=enough_feasible or None, rng=random.Random())
+    server = ExtenderServer(source, scheduler, WhyStore(why_capacity), Metrics(registry or CollectorRegistry()))
+    app = web.Application(client_max_size=64 * 2**20)
+    app[SERVER] = server
+    app.router.add_post("/filter", server.instrument("filter", server.filter))
+    app.router.add_post("/prioritize", server.instrument("prioritize", server.prioritize))
+    app.router.add_post("/preempt", server.instrument("preempt", server.preempt))
+    app.router.add_get("/why/{namespace}/{pod}", server.instrument("why", server.why))
+    app.router.add_get("/healthz", server.healthz)
+    app.router.add_get("/metrics", server.metrics_endpoint)
+    return app

@@ -1,0 +1,137 @@
+"""The extender's cache: list and watch events fed by hand (no cluster)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from extender_fixtures import alloc_manifest, node_manifest, pod_manifest, watch_line
+
+from scheduler_ext.extender.cache import ALLOCS, NODES, PODS, ClusterCache, WatchExpired
+from scheduler_ext.policy.resources import Resources
+
+
+def _synced_cache() -> ClusterCache:
+    cache = ClusterCache()
+    cache.replace(NODES, [node_manifest("node-1"), node_manifest("node-2", zone="zone-b")])
+    cache.replace(PODS, [pod_manifest("web-1", node="node-1", phase="Running")])
+    cache.mark_absent(ALLOCS)
+    return cache
+
+
+def test_synced_only_after_every_kind_is_listed() -> None:
+    cache = ClusterCache()
+    cache.replace(NODES, [node_manifest("node-1")])
+    cache.replace(PODS, [])
+    assert not cache.synced
+    cache.mark_absent(ALLOCS)
+    assert cache.synced
+    assert cache.allocs_available is False
+
+
+def test_list_builds_the_snapshot() -> None:
+    snapshot = _synced_cache().snapshot()
+    assert set(snapshot.nodes) == {"node-1", "node-2"}
+    assert snapshot.nodes["node-1"].requested == Resources(500, 256 * 2**20)
+    assert snapshot.nodes["node-2"].pods == ()
+
+
+def test_pod_events_move_capacity_between_nodes() -> None:
+    cache = _synced_cache()
+    cache.apply(PODS, "ADDED", pod_manifest("web-2", node="node-2", cpu="2"))
+    assert cache.snapshot().nodes["node-2"].requested.cpu == 2000
+    cache.apply(PODS, "MODIFIED", pod_manifest("web-2", node="node-2", cpu="2", phase="Succeeded"))
+    assert cache.snapshot().nodes["node-2"].requested.cpu == 0  # finished pods free their node
+    cache.apply(PODS, "DELETED", pod_manifest("web-1", node="node-1"))
+    assert cache.snapshot().nodes["node-1"].pods == ()
+    assert cache.counts() == {NODES: 2, PODS: 0, ALLOCS: 0}
+
+
+def test_unchanged_nodes_are_shared_between_snapshots() -> None:
+    cache = _synced_cache()
+    before = cache.snapshot()
+    assert cache.snapshot() is before  # nothing changed: the same snapshot
+    # A status-only update (pod turns Running/Ready, node heartbeat) changes nothing the policy reads.
+    cache.apply(PODS, "MODIFIED", pod_manifest("web-1", node="node-1", phase="Running", resource_version="11"))
+    cache.apply(NODES, "MODIFIED", node_manifest("node-2", zone="zone-b", resource_version="99"))
+    assert cache.snapshot() is before
+    cache.apply(PODS, "ADDED", pod_manifest("web-2", node="node-2"))
+    after = cache.snapshot()
+    assert after is not before
+    assert after.nodes["node-1"] is before.nodes["node-1"]
+    assert after.nodes["node-2"] is not before.nodes["node-2"]
+    assert after.allocs is before.allocs
+
+
+def test_node_label_change_and_deletion() -> None:
+    cache = _synced_cache()
+    cache.apply(NODES, "MODIFIED", node_manifest("node-2", zone="zone-c"))
+    assert cache.snapshot().nodes["node-2"].zone == "zone-c"
+    cache.apply(NODES, "DELETED", node_manifest("node-2"))
+    assert set(cache.snapshot().nodes) == {"node-1"}
+
+
+def test_pods_arriving_before_their_node_are_kept() -> None:
+    cache = _synced_cache()
+    cache.apply(PODS, "ADDED", pod_manifest("early", node="node-9"))
+    assert "node-9" not in cache.snapshot().nodes
+    cache.apply(NODES, "ADDED", node_manifest("node-9"))
+    assert [p.name for p in cache.snapshot().nodes["node-9"].pods] == ["early"]
+
+
+def test_relist_drops_what_is_gone() -> None:
+    cache = _synced_cache()
+    cache.replace(NODES, [node_manifest("node-2", zone="zone-b")])
+    cache.replace(PODS, [])
+    snapshot = cache.snapshot()
+    assert set(snapshot.nodes) == {"node-2"}
+    assert cache.counts()[PODS] == 0
+
+
+def test_alloc_events_change_the_allocs_mapping_object() -> None:
+    cache = _synced_cache()
+    before = cache.snapshot()
+    cache.apply(ALLOCS, "ADDED", alloc_manifest("cache", ["node-1"]))
+    after = cache.snapshot()
+    assert after.allocs is not before.allocs  # tells the score cache reservations changed
+    assert [a.key for a in after.allocs_on("node-1")] == ["alice/cache"]
+    assert cache.allocs_available is True
+    cache.apply(ALLOCS, "MODIFIED", alloc_manifest("cache", ["node-1"]))  # same content
+    assert cache.snapshot().allocs is after.allocs
+    cache.apply(ALLOCS, "DELETED", alloc_manifest("cache", ["node-1"]))
+    assert cache.snapshot().allocs_on("node-1") == ()
+
+
+def test_raw_list_and_watch_lines() -> None:
+    cache = ClusterCache()
+    body = json.dumps({"kind": "NodeList", "metadata": {"resourceVersion": "42"},
+                       "items": [node_manifest("node-1")]}).encode()
+    assert cache.handle_list(NODES, body) == "42"
+    pods = json.dumps({"kind": "PodList", "metadata": {"resourceVersion": "43"}, "items": None}).encode()
+    assert cache.handle_list(PODS, pods) == "43"
+    rv = cache.handle_watch_line(PODS, watch_line("ADDED", pod_manifest("w", node="node-1", resource_version="44")))
+    assert rv == "44"
+    assert [p.name for p in cache.snapshot().nodes["node-1"].pods] == ["w"]
+    bookmark = watch_line("BOOKMARK", {"kind": "Pod", "metadata": {"resourceVersion": "50"}})
+    assert cache.handle_watch_line(PODS, bookmark) == "50"
+    assert cache.handle_watch_line(PODS, "") is None
+    allocs = json.dumps({"metadata": {"resourceVersion": "7"}, "items": [alloc_manifest("c", ["node-1"])]}).encode()
+    assert cache.handle_list(ALLOCS, allocs) == "7"
+    assert cache.synced
+
+
+def test_watch_410_means_list_again() -> None:
+    cache = _synced_cache()
+    gone = watch_line("ERROR", {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                "message": "too old resource version: 1 (2)", "reason": "Expired", "code": 410})
+    with pytest.raises(WatchExpired, match="too old"):
+        cache.handle_watch_line(PODS, gone)
+
+
+def test_a_bad_object_is_dropped_not_fatal() -> None:
+    cache = _synced_cache()
+    cache.apply(ALLOCS, "ADDED", alloc_manifest("good", ["node-1"]))
+    cache.apply(ALLOCS, "ADDED", alloc_manifest("bad", ["node-2"], cpu="a lot"))
+    assert [a.key for a in cache.snapshot().allocs.values()] == ["alice/good"]
+    cache.apply(ALLOCS, "MODIFIED", alloc_manifest("good", ["node-1"], cpu="x"))  # broken later: dropped too
+    assert cache.snapshot().allocs_on("node-1") == ()
