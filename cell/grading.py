@@ -103,7 +103,8 @@ class TaskGrade:
     def reasons(self) -> tuple[str, ...]:
         if not self.checks:
             return ("no check of this task ran",)
-        return tuple(c.reason for c in self.checks if not c.passed)
+        # Two checks may fail for one cause (e.g. a missing Deployment); say it once.
+        return tuple(dict.fromkeys(c.reason for c in self.checks if not c.passed))
 
 
 @dataclass(frozen=True, slots=True)
