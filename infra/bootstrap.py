@@ -5,7 +5,7 @@ it was built with (Kubernetes, a digest of the playbooks, a digest of Cell's sou
 the provider when either changes:
 
 - create: run `site.yml` (prepare nodes, kubeadm init/join, CNI, Cell's extensions, students) and
-  return the admin kubeconfig (a secret output);
+  return the admin kubeconfig and the students' kubeconfigs (secret outputs);
 - diff: a new control plane is a new cluster (replace); anything else re-runs the playbooks (update);
 - update: workers that left the inventory (or came back at another address) are drained and their
   Node objects deleted first (`drain.yml`, against the old inventory, while the VMs still exist —
@@ -189,7 +189,7 @@ class BootstrapProvider(ResourceProvider):
         departed = departed_workers(olds["inventory"], news["inventory"])
         if departed:
             # Against the old inventory: the control plane drains nodes the new one no longer lists.
-            self._run(DRAIN_PLAYBOOK, olds["inventory"], {"cell_drain_nodes": departed})
+            self._run(DRAIN_PLAYBOOK, olds["inventory"], {"drain_nodes": departed})
         return UpdateResult(outs=self._converge(news))
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
@@ -206,13 +206,19 @@ class BootstrapProvider(ResourceProvider):
             if not kubeconfig_path.is_file():
                 raise BootstrapError(f"{SITE_PLAYBOOK} did not export the kubeconfig of cluster {props['cluster']}")
             kubeconfig = kubeconfig_path.read_text()
-        return {**props, "kubeconfig": kubeconfig}
+            students = {
+                path.name.removesuffix(".kubeconfig"): path.read_text()
+                for path in sorted((Path(artifacts) / "students").glob("*.kubeconfig"))
+            }
+        return {**props, "kubeconfig": kubeconfig, "studentKubeconfigs": students}
 
 
 class ClusterBootstrap(pulumi.dynamic.Resource, module="cell", name="ClusterBootstrap"):
-    """Ansible's run over one cluster; `kubeconfig` is a secret output."""
+    """Ansible's run over one cluster; `kubeconfig` and `studentKubeconfigs` are secret outputs."""
 
     kubeconfig: pulumi.Output[str]
+    # Dynamic resources name their attributes after the property keys, as given.
+    studentKubeconfigs: pulumi.Output[dict[str, str]]
     inventory: pulumi.Output[dict[str, Any]]
 
     def __init__(
@@ -225,11 +231,12 @@ class ClusterBootstrap(pulumi.dynamic.Resource, module="cell", name="ClusterBoot
         opts: pulumi.ResourceOptions | None = None,
         provider: BootstrapProvider | None = None,
     ) -> None:
-        secret_opts = pulumi.ResourceOptions(additional_secret_outputs=["kubeconfig"])
+        secret_opts = pulumi.ResourceOptions(additional_secret_outputs=["kubeconfig", "studentKubeconfigs"])
         super().__init__(
             provider or BootstrapProvider(),
             name,
-            {"cluster": cluster, "inventory": inventory, "versions": dict(versions), "kubeconfig": None},
+            {"cluster": cluster, "inventory": inventory, "versions": dict(versions),
+             "kubeconfig": None, "studentKubeconfigs": None},
             pulumi.ResourceOptions.merge(opts, secret_opts),
         )
 

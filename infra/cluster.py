@@ -88,7 +88,7 @@ def build_inventory(
         "ansible_user": SSH_USER,
         "ansible_python_interpreter": "/usr/bin/python3",
         "cell_cluster_name": spec.name,
-        "kubernetes_version": stack.kubernetes_version,
+        "cell_kubernetes_version": stack.kubernetes_version,
         "control_plane_public_address": control_plane["public_address"],
         "control_plane_address": control_plane["node_ip"],
         "cell_students": list(spec.students),
@@ -126,6 +126,7 @@ class Cluster(pulumi.ComponentResource):
     control_plane_address: pulumi.Output[str]
     inventory: pulumi.Output[dict[str, Any]]
     kubeconfig: pulumi.Output[str] | None
+    student_kubeconfigs: pulumi.Output[dict[str, str]] | None
 
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("cell:infra:Cluster", name, None, opts)
@@ -220,6 +221,7 @@ class Cluster(pulumi.ComponentResource):
         self.control_plane_address = floating_ip.address
 
         self.kubeconfig = None
+        self.student_kubeconfigs = None
         outputs: dict[str, Any] = {"controlPlaneAddress": self.control_plane_address, "inventory": self.inventory}
         if stack.bootstrap:
             bootstrap = ClusterBootstrap(
@@ -231,7 +233,9 @@ class Cluster(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[control_plane, association]),
             )
             self.kubeconfig = pulumi.Output.secret(bootstrap.kubeconfig)
+            self.student_kubeconfigs = pulumi.Output.secret(bootstrap.studentKubeconfigs)
             outputs["kubeconfig"] = self.kubeconfig
+            outputs["studentKubeconfigs"] = self.student_kubeconfigs
         self.register_outputs(outputs)
 
     def _security_groups(

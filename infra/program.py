@@ -1,7 +1,9 @@
 """The Pulumi program: validate the stack configuration, then one `Cluster` per `cell:clusters` entry.
 
 Stack outputs, per cluster NAME: `NAME-controlPlaneAddress` (the floating IP of the API server),
-`NAME-inventory` (the Ansible inventory), `NAME-kubeconfig` (secret; only when `cell:bootstrap`).
+`NAME-inventory` (the Ansible inventory), and when `cell:bootstrap` is on (the default)
+`NAME-kubeconfig` (the admin kubeconfig) and `NAME-studentKubeconfigs` (student -> kubeconfig), both
+secret.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def build(stack: StackConfig) -> dict[str, Cluster]:
         pulumi.export(f"{spec.name}-inventory", cluster.inventory)
         if cluster.kubeconfig is not None:
             pulumi.export(f"{spec.name}-kubeconfig", cluster.kubeconfig)
+        if cluster.student_kubeconfigs is not None:
+            pulumi.export(f"{spec.name}-studentKubeconfigs", cluster.student_kubeconfigs)
         clusters[spec.name] = cluster
     return clusters
 
