@@ -235,6 +235,7 @@ class LocalCell:
         comps.append(Component("kwok", [
             str(bins / "kwok"), f"--kubeconfig={admin}", "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            f"--config={bins / upstream.KWOK_STAGES_FILE}", "--node-lease-duration-seconds=40",
             f"--cidr={POD_CIDR}", "--node-ip=10.0.0.1",
             f"--server-address=127.0.0.1:{ports['kwok']}",
         ], f"http://127.0.0.1:{ports['kwok']}/healthz"))

@@ -75,9 +75,16 @@ def check_binary(directory: Path, binary: Binary) -> str | None:
     return None
 
 
+# KWOK's own stage definitions (shipped in its module, not its binary): nodes become Ready and renew
+# leases, pods become Ready, Jobs' pods complete, deleted pods go away.
+KWOK_STAGES = ("node/fast", "node/heartbeat-with-lease", "pod/fast")
+KWOK_STAGES_FILE = "kwok-stages.yaml"
+
+
 def cached_binaries_ok(directory: Path | None = None) -> bool:
     directory = directory or bin_dir()
-    return all(check_binary(directory, b) is None for b in expected_binaries())
+    return (directory / KWOK_STAGES_FILE).is_file() and all(
+        check_binary(directory, b) is None for b in expected_binaries())
 
 
 def go_toolchain() -> Path:
@@ -187,6 +194,14 @@ class _Builder:
         env["GOFLAGS"] = "-buildvcs=false"
         _run([self.go, "install", "-trimpath", "-ldflags", "-s -w", f"sigs.k8s.io/kwok/cmd/kwok@v{KWOK_VERSION}"],
              self.work, self.log, env, "building kwok")
+        info = subprocess.run([self.go, "mod", "download", "-json", f"sigs.k8s.io/kwok@v{KWOK_VERSION}"],
+                              capture_output=True, text=True, env=env, cwd=self.work)
+        if info.returncode != 0:
+            raise CellError(f"cannot fetch sigs.k8s.io/kwok v{KWOK_VERSION} for its stages: {info.stderr.strip()}")
+        stage_root = Path(json.loads(info.stdout)["Dir"]) / "kustomize" / "stage"
+        documents = [path.read_text() for stage in KWOK_STAGES for path in sorted((stage_root / stage).glob("*.yaml"))
+                     if path.name != "kustomization.yaml"]
+        (self.out / KWOK_STAGES_FILE).write_text("\n---\n".join(doc.strip() for doc in documents) + "\n")
 
 
 def ensure_binaries(force: bool = False, console: Console | None = None) -> Path:
@@ -201,9 +216,12 @@ def ensure_binaries(force: bool = False, console: Console | None = None) -> Path
     log = cache_root() / "build.log"
     log.write_text(f"Cell upstream build, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     staging = final.with_name(final.name + ".partial")
+    if final.exists() and not staging.exists():
+        final.rename(staging)  # keep what already passes its check; rebuild only the rest
     staging.mkdir(parents=True, exist_ok=True)
     builder = _Builder(go, work, staging, log)
-    missing = [b for b in expected_binaries() if force or check_binary(staging, b) is not None]
+    missing = [b for b in expected_binaries() if force or check_binary(staging, b) is not None
+               or (b.name == "kwok" and not (staging / KWOK_STAGES_FILE).is_file())]
     console.print(f"Building {', '.join(b.name for b in missing)} (cold build: tens of minutes on 2 cores; "
                   f"log: {log})")
     started = time.monotonic()
