@@ -1,0 +1,499 @@
+"""Students (issue 4): a namespace each, its BandQuota, RBAC and a kubeconfig.
+
+A student is a namespace named after the student, labelled managed (so quota admission applies)
+and with the student's name. Adding is idempotent (server-side apply), checked in full before
+anything is created (names, roster, prod quota against the cell's capacity, Q6), and undone if a
+step fails half-way, so a failed `cell students add` leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from cell.errors import CellError
+from scheduler_ext.policy.bands import Band
+from scheduler_ext.policy.quota import (
+    DEFAULT_STUDENT_BANDS,
+    QUOTA_RESOURCES,
+    BandQuota,
+    admit_band_quota,
+    band_quota_of,
+    parse_bands,
+)
+from scheduler_ext.policy.resources import ZERO, Resources, format_cpu, format_memory
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+    from cell.localcell import CellPaths
+
+MANAGED_LABEL = "cell.distos.dev/managed"
+STUDENT_LABEL = "cell.distos.dev/student"
+STUDENT_GROUP = "cell:students"
+STUDENT_ROLE = "cell:student"
+QUOTA_NAME = "quota"
+FIELD_MANAGER = "cell-students"
+CELL_GROUP, CELL_VERSION = "cell.distos.dev", "v1alpha1"
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_RESERVED = {"default", "kube-system", "kube-public", "kube-node-lease"}
+
+
+# --- what a student is ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """A student to onboard: the name, and spec.bands of the student's BandQuota (Q8 unless overridden)."""
+
+    name: str
+    bands: dict[str, dict[str, str]] = field(default_factory=lambda: {b: dict(r) for b, r in
+                                                                       DEFAULT_STUDENT_BANDS.items()})
+
+
+def name_error(name: str) -> str | None:
+    """Why name cannot be a student (a namespace and a user), or None if it can."""
+    if not _DNS1123_LABEL.match(name) or len(name) > 63:
+        return (f"{name!r} is not a valid student name: a DNS-1123 label (lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit, at most 63 characters)")
+    if name in _RESERVED or name.startswith("kube-"):
+        return f"{name!r} is reserved for Kubernetes' own namespaces"
+    return None
+
+
+def bands_with_overrides(overrides: Mapping[str, Any] | None, where: str) -> dict[str, dict[str, str]]:
+    """Q8's defaults with a roster's per-band overrides: a band given replaces the default's values it
+    names (so `production: {cpu: 4}` keeps the default memory); a band set to null is removed."""
+    bands: dict[str, dict[str, str]] = {b: dict(r) for b, r in DEFAULT_STUDENT_BANDS.items()}
+    if overrides is None:
+        return bands
+    if not isinstance(overrides, Mapping):
+        raise CellError(f"{where}: quota must map band names to {{cpu, memory}}")
+    for band, values in overrides.items():
+        if values is None:
+            bands.pop(str(band), None)
+        elif isinstance(values, Mapping):
+            bands[str(band)] = {**bands.get(str(band), {}), **{str(k): str(v) for k, v in values.items()}}
+        else:
+            raise CellError(f"{where}: quota.{band} must be {{cpu, memory}} or null")
+    _, errors = parse_bands({"bands": bands}, f"{where}: quota")
+    if errors:
+        raise CellError("; ".join(errors))
+    return bands
+
+
+def _check_unique(specs: list[StudentSpec]) -> list[StudentSpec]:
+    seen: set[str] = set()
+    for spec in specs:
+        error = name_error(spec.name)
+        if error:
+            raise CellError(error)
+        if spec.name in seen:
+            raise CellError(f"student {spec.name!r} is listed twice")
+        seen.add(spec.name)
+    return specs
+
+
+def specs_from_names(names: Iterable[str]) -> list[StudentSpec]:
+    return _check_unique([StudentSpec(name) for name in names])
+
+
+ROSTER_HELP = (
+    "Roster file: YAML or CSV (chosen by the extension: .yaml, .yml or .csv).\n\n"
+    "YAML: a list (or a mapping with key `students`) whose entries are a name, or a mapping with `name` and "
+    "an optional `quota` overriding the default per band (a band set to null is removed), e.g.\n\n"
+    "  students:\n"
+    "    - alice\n"
+    "    - name: bob\n"
+    "      quota:\n"
+    "        production: {cpu: \"4\", memory: 4Gi}\n"
+    "        monitoring: {cpu: 500m, memory: 512Mi}\n"
+    "        batch: null\n\n"
+    "CSV: a header row with `name` and optional columns `<band>.<resource>` (bands monitoring, production, "
+    "batch, best-effort; resources cpu, memory); an empty cell keeps the default, e.g.\n\n"
+    "  name,production.cpu,production.memory\n"
+    "  alice,,\n"
+    "  bob,4,4Gi\n\n"
+    "The default quota (Q8): production cpu 2 / memory 2Gi, batch cpu 4 / memory 4Gi, no monitoring, "
+    "best-effort unlimited."
+)
+
+
+def parse_roster(path: Path) -> list[StudentSpec]:
+    """A roster file -> students with their quotas; any problem is one CellError naming the entry."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise CellError(f"roster not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CellError(f"cannot read roster {path}: {exc}") from None
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        specs = _roster_csv(text, path)
+    elif suffix in (".yaml", ".yml"):
+        specs = _roster_yaml(text, path)
+    else:
+        raise CellError(f"roster {path}: unknown format {suffix or '(no extension)'}; use .yaml, .yml or .csv")
+    if not specs:
+        raise CellError(f"roster {path} lists no students")
+    return _check_unique(specs)
+
+
+def _roster_yaml(text: str, path: Path) -> list[StudentSpec]:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CellError(f"roster {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    entries = document.get("students") if isinstance(document, dict) else document
+    if not isinstance(entries, list):
+        raise CellError(f"roster {path}: expected a list of students (or a mapping with key `students`)")
+    specs = []
+    for i, entry in enumerate(entries):
+        where = f"roster {path} entry {i + 1}"
+        if isinstance(entry, str):
+            specs.append(StudentSpec(entry))
+        elif isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            unknown = sorted(set(entry) - {"name", "quota"})
+            if unknown:
+                raise CellError(f"{where} ({entry['name']}): unknown key(s) {', '.join(unknown)}; expected name, quota")
+            specs.append(StudentSpec(entry["name"], bands_with_overrides(entry.get("quota"),
+                                                                         f"{where} ({entry['name']})")))
+        else:
+            raise CellError(f"{where}: expected a name or a mapping with `name`")
+    return specs
+
+
+def _roster_csv(text: str, path: Path) -> list[StudentSpec]:
+    reader = csv.DictReader(text.splitlines())
+    columns = [c.strip() for c in reader.fieldnames or []]
+    if "name" not in columns:
+        raise CellError(f"roster {path}: the CSV header needs a `name` column")
+    valid = {f"{band.label}.{resource}" for band in Band for resource in QUOTA_RESOURCES}
+    unknown = [c for c in columns if c != "name" and c not in valid]
+    if unknown:
+        raise CellError(f"roster {path}: unknown column(s) {', '.join(unknown)}; expected name and "
+                        "<band>.<resource> such as production.cpu")
+    specs = []
+    for row in reader:
+        row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
+        where = f"roster {path} line {reader.line_num}"
+        if not row.get("name"):
+            raise CellError(f"{where}: no name")
+        overrides: dict[str, dict[str, str]] = {}
+        for column, value in row.items():
+            if column != "name" and value:
+                band, resource = column.split(".", 1)
+                overrides.setdefault(band, {})[resource] = value
+        specs.append(StudentSpec(row["name"], bands_with_overrides(overrides, f"{where} ({row['name']})")))
+    return specs
+
+
+# --- manifests -----------------------------------------------------------------------------------
+
+def namespace_manifest(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {MANAGED_LABEL: "true", STUDENT_LABEL: name}}}
+
+
+def band_quota_manifest(spec: StudentSpec) -> dict[str, Any]:
+    return {"apiVersion": f"{CELL_GROUP}/{CELL_VERSION}", "kind": "BandQuota",
+            "metadata": {"name": QUOTA_NAME, "namespace": spec.name, "labels": {STUDENT_LABEL: spec.name}},
+            "spec": {"bands": spec.bands}}
+
+
+def role_binding_manifest(name: str) -> dict[str, Any]:
+    """The student manages workloads in their own namespace only (cluster/base/rbac-students.yaml)."""
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": STUDENT_ROLE, "namespace": name, "labels": {STUDENT_LABEL: name}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": STUDENT_ROLE},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}]}
+
+
+# --- talking to the cell -------------------------------------------------------------------------
+
+def _api_message(exc: Exception) -> str:
+    """The API server's own one-line message from an ApiException (or the exception's first line)."""
+    body = getattr(exc, "body", None)
+    if body:
+        try:
+            message = json.loads(body).get("message")
+            if message:
+                return str(message).splitlines()[0]
+        except (ValueError, AttributeError):
+            pass
+    status, reason = getattr(exc, "status", None), getattr(exc, "reason", None)
+    if status:
+        return f"{status} {reason}"
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _connect(paths: CellPaths) -> ApiClient:
+    from cell.kube import api_client
+
+    return api_client(paths.kubeconfig)
+
+
+def _existing_quotas(api: ApiClient) -> list[tuple[BandQuota, dict[str, Any]]]:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        listing = client.CustomObjectsApi(api).list_cluster_custom_object(CELL_GROUP, CELL_VERSION, "bandquotas",
+                                                                          _request_timeout=15)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise CellError("the cell has no BandQuota CRD (cluster/base is not applied; run `cell up`)") from None
+        raise CellError(f"cannot list BandQuotas: {_api_message(exc)}") from None
+    items: list[dict[str, Any]] = listing.get("items", []) if isinstance(listing, dict) else []
+    return [(band_quota_of(item)[0], item) for item in items]
+
+
+def _capacity(api: ApiClient) -> Resources:
+    from kubernetes import client
+
+    total = ZERO
+    for node in client.CoreV1Api(api).list_node(_request_timeout=15).items:
+        allocatable: dict[str, Any] = (node.status.allocatable if node.status else None) or {}
+        total = total + Resources.parse(allocatable)
+    return total
+
+
+def check_prod_quota(specs: list[StudentSpec], existing: list[BandQuota], capacity: Resources) -> None:
+    """Q6 for the whole batch before anything is created, with the policy core's own rule."""
+    others = {(q.namespace, q.name): q for q in existing}
+    for spec in specs:
+        limits, _ = parse_bands({"bands": spec.bands})
+        new = BandQuota(spec.name, QUOTA_NAME, limits)
+        old = others.pop((spec.name, QUOTA_NAME), None)
+        decision = admit_band_quota(new, others.values(), capacity, old)
+        if not decision.allowed:
+            raise CellError(f"student {spec.name}: {decision.message}; nobody was added")
+        others[(spec.name, QUOTA_NAME)] = new
+
+
+def _apply(api: ApiClient, manifest: dict[str, Any]) -> None:
+    """Server-side apply of one manifest (Namespace, BandQuota or RoleBinding), idempotent."""
+    from kubernetes import client
+
+    common: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force": True,
+                              "_content_type": "application/apply-patch+yaml", "_request_timeout": 30}
+    kind, metadata = manifest["kind"], manifest["metadata"]
+    if kind == "Namespace":
+        client.CoreV1Api(api).patch_namespace(metadata["name"], manifest, **common)
+    elif kind == "BandQuota":
+        client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            CELL_GROUP, CELL_VERSION, metadata["namespace"], "bandquotas", metadata["name"], manifest, **common)
+    elif kind == "RoleBinding":
+        client.RbacAuthorizationV1Api(api).patch_namespaced_role_binding(
+            metadata["name"], metadata["namespace"], manifest, **common)
+    else:
+        raise ValueError(f"unexpected kind {kind}")
+
+
+def _namespaces(api: ApiClient) -> dict[str, Any]:
+    from kubernetes import client
+
+    return {str(ns.metadata.name): ns for ns in client.CoreV1Api(api).list_namespace(_request_timeout=15).items
+            if ns.metadata is not None}
+
+
+def kubeconfig_of(paths: CellPaths, name: str) -> Path:
+    return paths.students_dir / f"{name}.kubeconfig"
+
+
+def add_students(specs: list[StudentSpec], paths: CellPaths, console: Console | None = None) -> list[Path]:
+    """Onboard students; returns their kubeconfig paths. All-or-nothing for namespaces this call creates."""
+    from kubernetes.client.exceptions import ApiException
+
+    from cell.kube import write_kubeconfig
+    from cell.pki import CertificateAuthority
+
+    console = console or Console(stderr=True)
+    ca = CertificateAuthority.load(paths.pki_dir)
+    server = paths.server_url()
+    api = _connect(paths)
+    try:
+        namespaces = _namespaces(api)
+    except Exception as exc:
+        raise CellError(f"cannot reach the cell at {server}: {_api_message(exc)}") from None
+    for spec in specs:
+        ns = namespaces.get(spec.name)
+        if ns is not None:
+            labels = ns.metadata.labels or {}
+            if labels.get(STUDENT_LABEL) != spec.name:
+                raise CellError(f"namespace {spec.name} already exists and is not a student's; nobody was added")
+            if ns.metadata.deletion_timestamp is not None:
+                raise CellError(f"student {spec.name} is still being removed; try again in a moment")
+    check_prod_quota(specs, [q for q, _ in _existing_quotas(api)], _capacity(api))
+
+    created: list[str] = []
+    written: list[Path] = []
+    try:
+        for spec in specs:
+            if spec.name not in namespaces:
+                created.append(spec.name)
+            _apply(api, namespace_manifest(spec.name))
+            _apply(api, band_quota_manifest(spec))
+            _apply(api, role_binding_manifest(spec.name))
+            cert, key = ca.issue_client_cert(spec.name, [STUDENT_GROUP])
+            path = write_kubeconfig(kubeconfig_of(paths, spec.name), server, ca.cert_pem, cert, key,
+                                    user=spec.name, namespace=spec.name)
+            written.append(path)
+            console.print(f"student {spec.name}: namespace, BandQuota {spec.name}/{QUOTA_NAME}, RBAC, kubeconfig",
+                          highlight=False)
+    except (ApiException, OSError) as exc:
+        _undo(api, created, [p for p in written if p.stem in created])
+        raise CellError(f"adding student {spec.name} failed: {_api_message(exc)}; "
+                        + ("removed what this run created" if created else "nothing new was created")) from None
+    return written
+
+
+def _undo(api: ApiClient, namespaces: list[str], kubeconfigs: list[Path]) -> None:
+    from kubernetes import client
+
+    for name in namespaces:
+        # Best effort: the error being reported is the first one.
+        with contextlib.suppress(Exception):
+            client.CoreV1Api(api).delete_namespace(name, _request_timeout=15)
+    for path in kubeconfigs:
+        path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class StudentRow:
+    name: str
+    limits: dict[Band, Resources]
+    used: dict[Band, Resources]
+    kubeconfig: Path | None
+    terminating: bool
+
+
+def list_students(paths: CellPaths) -> list[StudentRow]:
+    api = _connect(paths)
+    try:
+        namespaces = [ns for ns in _namespaces(api).values() if (ns.metadata.labels or {}).get(STUDENT_LABEL)]
+    except Exception as exc:
+        raise CellError(f"cannot reach the cell: {_api_message(exc)}") from None
+    quotas = {q.namespace: (q, item) for q, item in _existing_quotas(api)}
+    rows = []
+    for ns in sorted(namespaces, key=lambda n: n.metadata.name):
+        name = ns.metadata.name
+        quota, item = quotas.get(name, (None, {}))
+        used_raw = (item.get("status") or {}).get("used") or {}
+        used = {}
+        for label, amounts in used_raw.items():
+            try:
+                used[Band.from_label(label)] = Resources.parse(amounts)
+            except ValueError:
+                continue
+        kubeconfig = kubeconfig_of(paths, name)
+        rows.append(StudentRow(name, dict(quota.limits) if quota else {}, used,
+                               kubeconfig if kubeconfig.is_file() else None,
+                               ns.metadata.deletion_timestamp is not None))
+    return rows
+
+
+def remove_students(names: list[str], paths: CellPaths) -> None:
+    """Delete the students' namespaces (with everything in them) and their kubeconfigs."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    for name in names:
+        error = name_error(name)
+        if error:
+            raise CellError(error)
+    api = _connect(paths)
+    try:
+        namespaces = _namespaces(api)
+    except Exception as exc:
+        raise CellError(f"cannot reach the cell: {_api_message(exc)}") from None
+    for name in names:
+        ns = namespaces.get(name)
+        if ns is None or (ns.metadata.labels or {}).get(STUDENT_LABEL) != name:
+            raise CellError(f"no student named {name!r} (no namespace labelled {STUDENT_LABEL}={name}); "
+                            "nobody was removed")
+    for name in names:
+        try:
+            client.CoreV1Api(api).delete_namespace(name, _request_timeout=15)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise CellError(f"removing student {name} failed: {_api_message(exc)}") from None
+        kubeconfig_of(paths, name).unlink(missing_ok=True)
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+students_app = typer.Typer(help="Onboard students: namespace, BandQuota, RBAC and a kubeconfig each.",
+                           no_args_is_help=True)
+
+StateDir = Annotated[
+    Path | None,
+    typer.Option("--state-dir", envvar="CELL_STATE_DIR", help="The local cell's state directory."),
+]
+
+
+def _paths(state_dir: Path | None) -> CellPaths:
+    from cell.localcell import CellPaths
+
+    return CellPaths(state_dir)
+
+
+@students_app.command("add", help="Add students by NAME... or from a --roster file (not both).\n\n" + ROSTER_HELP)
+def add_cmd(
+    names: Annotated[list[str] | None, typer.Argument(help="Student names (DNS-1123 labels).", show_default=False)]
+    = None,
+    roster: Annotated[Path | None, typer.Option("--roster", help="YAML or CSV roster (format below).")] = None,
+    state_dir: StateDir = None,
+) -> None:
+    if bool(names) == bool(roster):
+        raise CellError("give student NAMEs or --roster FILE (exactly one of the two)")
+    specs = parse_roster(roster) if roster else specs_from_names(names or [])
+    for path in add_students(specs, _paths(state_dir), Console(stderr=True)):
+        typer.echo(path)
+
+
+@students_app.command("list")
+def list_cmd(state_dir: StateDir = None) -> None:
+    """List the students with their quota (limit / used per band) and kubeconfig."""
+    rows = list_students(_paths(state_dir))
+    table = Table("student", *(band.label for band in sorted(Band, reverse=True)), "kubeconfig")
+
+    def cell_of(row: StudentRow, band: Band) -> str:
+        """used/limit per resource, e.g. "cpu 1/2 mem 512Mi/2Gi"; best-effort unlisted is unlimited."""
+        limit = row.limits.get(band)
+        used = row.used.get(band, ZERO)
+        if limit is None and band is not Band.BEST_EFFORT:
+            return "-"
+        cap_cpu = format_cpu(limit.cpu) if limit else "∞"
+        cap_mem = format_memory(limit.memory) if limit else "∞"
+        return f"cpu {format_cpu(used.cpu)}/{cap_cpu} mem {format_memory(used.memory)}/{cap_mem}"
+
+    for row in rows:
+        table.add_row(row.name + (" (removing)" if row.terminating else ""),
+                      *(cell_of(row, band) for band in sorted(Band, reverse=True)),
+                      str(row.kubeconfig) if row.kubeconfig else "(none)")
+    Console().print(table)
+    if not rows:
+        Console(stderr=True).print("no students yet (add them with `cell students add NAME...`)")
+
+
+@students_app.command("remove")
+def remove_cmd(
+    names: Annotated[list[str], typer.Argument(help="Students to remove, with everything in their namespace.")],
+    state_dir: StateDir = None,
+) -> None:
+    """Remove students: their namespace (and all it holds) and their kubeconfig."""
+    remove_students(names, _paths(state_dir))
+    for name in names:
+        typer.echo(f"student {name} removed")
