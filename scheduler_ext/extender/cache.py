@@ -84,7 +84,8 @@ class ClusterCache:
         self._dirty: set[str] = set()
         self._allocs: dict[str, AllocInfo] = {}
         self._allocs_view: Mapping[str, AllocInfo] = MappingProxyType({})
-        self._snapshot: CellSnapshot | None = None
+        self._snapshot: CellSnapshot | None = None  # None: must be rebuilt
+        self._last: CellSnapshot | None = None  # the previous one, to derive the next from
         self._synced = dict.fromkeys(KINDS, False)
         self.allocs_available: bool | None = None  # None: not known yet; False: no Alloc CRD
         self.events = 0
@@ -112,9 +113,14 @@ class ClusterCache:
                     self._node_infos.pop(name, None)
                 else:
                     self._node_infos[name] = base.with_pods(self._pods_by_node.get(name, {}).values())
+            previous = self._snapshot or self._last
+            if previous is None:
+                snapshot = CellSnapshot(self._node_infos, self._allocs_view)
+            else:
+                snapshot = CellSnapshot.derive(previous, self._node_infos, self._allocs_view, self._dirty)
             self._dirty.clear()
-            self._snapshot = CellSnapshot(self._node_infos, self._allocs_view)
-            return self._snapshot
+            self._snapshot = self._last = snapshot
+            return snapshot
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from scheduler_ext.extender import wire
 from scheduler_ext.policy.model import CellSnapshot, PodInfo
 from scheduler_ext.policy.preemption import vet_victims
-from scheduler_ext.policy.scheduler import FilterResult, PolicyCache, Scheduler
+from scheduler_ext.policy.scheduler import NOT_EXAMINED, FilterResult, PolicyCache, Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +51,20 @@ class WhyRecord:
     names: tuple[str, ...]
     verdicts: tuple[Any, ...]
     feasible: tuple[str, ...]
-    unexamined: int
+    unexamined: tuple[str, ...]
 
     def to_json(self) -> dict[str, Any]:
+        nodes = {name: {"fits": verdict.fits, "reasons": list(verdict.reasons)}
+                 for name, verdict in zip(self.names, self.verdicts, strict=True)}
+        for name in self.unexamined:
+            nodes[name] = {"fits": None, "reasons": list(NOT_EXAMINED.reasons)}
         return {
             "pod": self.pod,
             "uid": self.uid,
             "decidedAt": datetime.fromtimestamp(self.decided_at, UTC).isoformat(),
             "feasible": list(self.feasible),
-            "unexamined": self.unexamined,
-            "nodes": {name: {"fits": verdict.fits, "reasons": list(verdict.reasons)}
-                      for name, verdict in zip(self.names, self.verdicts, strict=True)},
+            "unexamined": len(self.unexamined),
+            "nodes": nodes,
         }
 
 

@@ -152,10 +152,15 @@ class NodeInfo:
     unschedulable: bool = False
     requested: Resources = field(init=False, compare=False)
     job_counts: Mapping[str, int] = field(init=False, hash=False, compare=False)
+    zone: str = field(init=False, compare=False)
+    rack: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.labels, MappingProxyType):
             object.__setattr__(self, "labels", _frozen_map(self.labels))
+        # Read on every score of every node: kept as plain attributes.
+        object.__setattr__(self, "zone", self.labels.get(ZONE_LABEL, ""))
+        object.__setattr__(self, "rack", self.labels.get(RACK_LABEL, ""))
         cpu = memory = 0
         counts: dict[str, int] = {}
         for pod in self.pods:
@@ -183,14 +188,6 @@ class NodeInfo:
             max_pods=int(max_pods) if max_pods is not None else DEFAULT_MAX_PODS,
             unschedulable=bool((manifest.get("spec") or {}).get("unschedulable")),
         )
-
-    @property
-    def zone(self) -> str:
-        return self.labels.get(ZONE_LABEL, "")
-
-    @property
-    def rack(self) -> str:
-        return self.labels.get(RACK_LABEL, "")
 
     def with_pods(self, pods: Iterable[PodInfo]) -> NodeInfo:
         return NodeInfo(self.name, self.allocatable, self.labels, tuple(pods), self.max_pods, self.unschedulable)
@@ -278,6 +275,15 @@ class DomainCounts:
     max_zone: int
     max_rack: int
 
+    @classmethod
+    def of(cls, zones: dict[str, int], racks: dict[str, int]) -> DomainCounts:
+        zones = {k: v for k, v in zones.items() if v}
+        racks = {k: v for k, v in racks.items() if v}
+        return cls(zones, racks, max(zones.values(), default=0), max(racks.values(), default=0))
+
+
+_CARRIED_JOBS = 32  # jobs whose spread counts a derived snapshot keeps up to date
+
 
 class CellSnapshot:
     """An immutable view of the cell. Derived indexes are computed once, on first use.
@@ -301,6 +307,28 @@ class CellSnapshot:
         object.__setattr__(self, "_allocs_by_node", None)
         object.__setattr__(self, "_domains", {})
         object.__setattr__(self, "_pods_by_uid", None)
+
+    @classmethod
+    def derive(cls, previous: CellSnapshot, nodes: Mapping[str, NodeInfo], allocs: Mapping[str, AllocInfo],
+               changed: Iterable[str]) -> CellSnapshot:
+        """A successor of `previous` where only the nodes named in `changed` differ.
+
+        The per-job domain counts of recently used jobs are carried over and adjusted for the
+        changed nodes instead of being recounted over the whole cell.
+        """
+        snapshot = cls(nodes, allocs)
+        changed = tuple(changed)
+        carried = list(previous._domains.items())[-_CARRIED_JOBS:]
+        for job, counts in carried:
+            zones, racks = dict(counts.zones), dict(counts.racks)
+            for name in changed:
+                for node, sign in ((previous.nodes.get(name), -1), (snapshot.nodes.get(name), 1)):
+                    count = node.job_counts.get(job) if node is not None else None
+                    if count:
+                        zones[node.zone] = zones.get(node.zone, 0) + sign * count  # type: ignore[union-attr]
+                        racks[node.rack] = racks.get(node.rack, 0) + sign * count  # type: ignore[union-attr]
+            snapshot._domains[job] = DomainCounts.of(zones, racks)
+        return snapshot
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("CellSnapshot is immutable")
@@ -334,8 +362,9 @@ class CellSnapshot:
 
     def job_domains(self, job: str) -> DomainCounts:
         """Per-zone and per-rack pod counts of one job, memoized per snapshot."""
-        cached = self._domains.get(job)
+        cached = self._domains.pop(job, None)
         if cached is not None:
+            self._domains[job] = cached  # most recently used last: `derive` carries the tail
             return cached
         zones: dict[str, int] = {}
         racks: dict[str, int] = {}
@@ -344,7 +373,7 @@ class CellSnapshot:
             if count:
                 zones[node.zone] = zones.get(node.zone, 0) + count
                 racks[node.rack] = racks.get(node.rack, 0) + count
-        result = DomainCounts(zones, racks, max(zones.values(), default=0), max(racks.values(), default=0))
+        result = DomainCounts.of(zones, racks)
         self._domains[job] = result
         return result
 
@@ -365,7 +394,7 @@ class CellSnapshot:
         updated = dict(self.nodes)
         for node in nodes:
             updated[node.name] = node
-        return CellSnapshot(updated, self.allocs)
+        return CellSnapshot.derive(self, updated, self.allocs, (node.name for node in nodes))
 
     def with_pod_bound(self, pod: PodInfo, node: str) -> CellSnapshot:
         """The snapshot after binding `pod` to `node` (what the simulator does after a decision)."""

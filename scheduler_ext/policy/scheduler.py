@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from scheduler_ext.policy.feasibility import Verdict, check_node, node_ledger
 from scheduler_ext.policy.model import CellSnapshot, NodeInfo, PodInfo
@@ -59,7 +60,8 @@ class PolicyCache:
         self.hits = 0
         self.misses = 0
 
-    def lookup(self, pod: PodInfo, eclass: EquivalenceClass, snapshot: CellSnapshot, node: NodeInfo) -> _Entry:
+    def entries(self, eclass: EquivalenceClass) -> dict[str, _Entry]:
+        """The class's per-node entries (touched once per request, not once per node)."""
         entries = self._classes.get(eclass)
         if entries is None:
             entries = self._classes[eclass] = {}
@@ -67,13 +69,18 @@ class PolicyCache:
                 self._classes.popitem(last=False)
         else:
             self._classes.move_to_end(eclass)
+        return entries
+
+    def lookup(self, pod: PodInfo, eclass: EquivalenceClass, snapshot: CellSnapshot, node: NodeInfo) -> _Entry:
+        return self.lookup_in(self.entries(eclass), pod, snapshot, node)
+
+    def lookup_in(self, entries: dict[str, _Entry], pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo) -> _Entry:
         entry = entries.get(node.name)
         if entry is not None and entry.node is node and entry.allocs is snapshot.allocs:
             self.hits += 1
             return entry
         self.misses += 1
-        entry = _evaluate(pod, snapshot, node)
-        entries[node.name] = entry
+        entry = entries[node.name] = _evaluate(pod, snapshot, node)
         return entry
 
     def invalidate(self, node: str | None = None) -> None:
@@ -96,12 +103,17 @@ def _evaluate(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo) -> _Entry:
 
 @dataclass(frozen=True, slots=True)
 class FilterResult:
-    """Feasible nodes (in examination order), failed nodes with reasons, and every node's verdict."""
+    """Feasible nodes (in examination order), failed nodes with reasons, and the examined nodes'
+    verdicts; `unexamined` are the nodes relaxed randomization did not need to look at."""
 
     feasible: tuple[str, ...]
     failed: Mapping[str, str]
     verdicts: Mapping[str, Verdict]
-    unexamined: int = 0
+    unexamined: tuple[str, ...] = ()
+
+    def all_verdicts(self) -> dict[str, Verdict]:
+        """Every node's verdict, the unexamined ones included."""
+        return {**self.verdicts, **dict.fromkeys(self.unexamined, NOT_EXAMINED)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,29 +151,39 @@ class Scheduler:
         self.enough_feasible = enough_feasible
         self.rng = rng or random.Random()
 
-    def _entry(self, pod: PodInfo, eclass: EquivalenceClass, snapshot: CellSnapshot, node: NodeInfo) -> _Entry:
+    def _lookup(self, eclass: EquivalenceClass) -> Callable[[PodInfo, CellSnapshot, NodeInfo], _Entry]:
         if self.cache is None:
-            return _evaluate(pod, snapshot, node)
-        return self.cache.lookup(pod, eclass, snapshot, node)
+            return _evaluate
+        entries = self.cache.entries(eclass)
+        return partial(self.cache.lookup_in, entries)
+
+    def _order(self, names: Sequence[str]) -> Iterator[str]:
+        """Relaxed randomization: a random order, drawn lazily (Fisher-Yates, one swap per node
+        examined), so stopping early costs nothing for the nodes never looked at."""
+        if self.enough_feasible is None or len(names) <= self.enough_feasible:
+            yield from names
+            return
+        pool = list(names)
+        randbelow = self.rng.randrange
+        for i in range(len(pool) - 1, -1, -1):
+            j = randbelow(i + 1)
+            pool[i], pool[j] = pool[j], pool[i]
+            yield pool[i]
 
     def filter(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> FilterResult:
         names: Sequence[str] = list(snapshot.nodes if node_names is None else node_names)
         enough = self.enough_feasible
-        if enough is not None and len(names) > enough:
-            names = list(names)
-            self.rng.shuffle(names)
-        eclass = EquivalenceClass.of(pod)
+        lookup = self._lookup(EquivalenceClass.of(pod))
         feasible: list[str] = []
         failed: dict[str, str] = {}
         verdicts: dict[str, Verdict] = {}
         nodes = snapshot.nodes
-        for position, name in enumerate(names):
+        for name in self._order(names):
             if enough is not None and len(feasible) >= enough:
-                for rest in names[position:]:
-                    verdicts[rest] = NOT_EXAMINED
-                return FilterResult(tuple(feasible), failed, verdicts, len(names) - position)
+                unexamined = tuple(n for n in names if n not in verdicts)
+                return FilterResult(tuple(feasible), failed, verdicts, unexamined)
             node = nodes.get(name)
-            verdict = UNKNOWN_NODE if node is None else self._entry(pod, eclass, snapshot, node).verdict
+            verdict = UNKNOWN_NODE if node is None else lookup(pod, snapshot, node).verdict
             verdicts[name] = verdict
             if verdict.fits:
                 feasible.append(name)
@@ -171,16 +193,17 @@ class Scheduler:
 
     def scores(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> dict[str, int]:
         """0..10 per node; a node the pod does not fit on (or an unknown one) scores 0."""
-        eclass = EquivalenceClass.of(pod)
+        lookup = self._lookup(EquivalenceClass.of(pod))
         result: dict[str, int] = {}
         nodes = snapshot.nodes
+        domains = snapshot.job_domains(pod.owner)
         for name in snapshot.nodes if node_names is None else node_names:
             node = nodes.get(name)
             if node is None:
                 result[name] = 0
                 continue
-            entry = self._entry(pod, eclass, snapshot, node)
-            result[name] = combine(entry.resource, spread_score(pod, snapshot, node)) if entry.verdict.fits else 0
+            entry = lookup(pod, snapshot, node)
+            result[name] = combine(entry.resource, spread_score(domains, node)) if entry.verdict.fits else 0
         return result
 
     def schedule(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> Decision:
@@ -188,4 +211,4 @@ class Scheduler:
         filtered = self.filter(pod, snapshot, node_names)
         scores = self.scores(pod, snapshot, filtered.feasible)
         best = max(filtered.feasible, key=lambda name: scores[name], default=None)
-        return Decision(pod.key, best, scores, filtered.verdicts)
+        return Decision(pod.key, best, scores, filtered.all_verdicts())

@@ -11,7 +11,7 @@ spread part depends on where the job's other pods are and is recomputed from the
 from __future__ import annotations
 
 from scheduler_ext.policy.feasibility import NodeLedger, node_ledger
-from scheduler_ext.policy.model import CellSnapshot, NodeInfo, PodInfo
+from scheduler_ext.policy.model import CellSnapshot, DomainCounts, NodeInfo, PodInfo
 
 MAX_SCORE = 10
 ZONE_WEIGHT = 2  # losing a zone hurts more than losing a rack
@@ -34,9 +34,11 @@ def resource_score(pod: PodInfo, books: NodeLedger) -> float:
     return MAX_SCORE * fraction
 
 
-def spread_score(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo) -> float:
-    """0..10: higher where fewer of the pod's job already run (zone weighs twice a rack)."""
-    domains = snapshot.job_domains(pod.owner)
+def spread_score(domains: DomainCounts, node: NodeInfo) -> float:
+    """0..10: higher where fewer of the job's pods already run (zone weighs twice a rack).
+
+    `domains` is `snapshot.job_domains(pod.owner)`, looked up once per pod, not once per node.
+    """
     if domains.max_zone == 0:
         return MAX_SCORE
     zone_part = 1.0 - domains.zones.get(node.zone, 0) / domains.max_zone
@@ -51,4 +53,5 @@ def combine(resource: float, spread: float) -> int:
 
 def score_node(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo) -> int:
     """The uncached score of one node for one pod."""
-    return combine(resource_score(pod, node_ledger(snapshot, node)), spread_score(pod, snapshot, node))
+    return combine(resource_score(pod, node_ledger(snapshot, node)),
+                   spread_score(snapshot.job_domains(pod.owner), node))

@@ -224,5 +224,8 @@ def test_relaxed_randomization_returns_enough_feasible_nodes() -> None:
         assert len(body["NodeNames"]) == 10 and body["FailedNodes"] == {}
         record = await (await client.get("/why/alice/p")).json()
         assert record["unexamined"] == 40
+        assert len(record["nodes"]) == 50
+        skipped = [n for n, v in record["nodes"].items() if v["fits"] is None]
+        assert len(skipped) == 40 and "relaxed randomization" in record["nodes"][skipped[0]]["reasons"][0]
 
     _run(cache, scenario, scheduler=Scheduler(PolicyCache(), enough_feasible=10, rng=random.Random(1)))

@@ -100,3 +100,22 @@ def test_cached_results_equal_uncached(snapshot: CellSnapshot, queue: list[PodIn
         assert cached.schedule(pod, snapshot) == expected
         if expected.node is not None:
             snapshot = snapshot.with_pod_bound(pod, expected.node)
+
+
+@given(cells(), st.lists(st.tuples(pods("d"), st.integers(min_value=0, max_value=5), st.booleans()), max_size=8))
+def test_derived_spread_counts_equal_a_fresh_count(snapshot: CellSnapshot,
+                                                   steps: list[tuple[PodInfo, int, bool]]) -> None:
+    jobs = ("alice/ReplicaSet/a", "alice/ReplicaSet/b", "alice/ReplicaSet/c")
+    for job in jobs:
+        snapshot.job_domains(job)  # memoized, so later snapshots derive them incrementally
+    names = sorted(snapshot.nodes)
+    for i, (pod, where, remove) in enumerate(steps):
+        node = snapshot.nodes[names[where % len(names)]]
+        if remove and node.pods:
+            snapshot = snapshot.with_nodes(node.without_pods({node.pods[0].uid}))
+        else:
+            pod = PodInfo(pod.namespace, f"d{i}", f"ud{i}", pod.priority, pod.requests, pod.labels, pod.owner)
+            snapshot = snapshot.with_pod_bound(pod, node.name)
+        fresh = CellSnapshot(dict(snapshot.nodes), snapshot.allocs)
+        for job in jobs:
+            assert snapshot.job_domains(job) == fresh.job_domains(job)

@@ -55,7 +55,7 @@ def test_job_spreads_across_zones_before_racks() -> None:
         node("a2-other-rack", zone="zone-a", rack="rack-2"),
         node("b3-other-zone", zone="zone-b", rack="rack-3"),
     )
-    spread = {name: spread_score(web, snapshot, n) for name, n in snapshot.nodes.items()}
+    spread = {name: spread_score(snapshot.job_domains(web.owner), n) for name, n in snapshot.nodes.items()}
     assert spread["b3-other-zone"] > spread["a2-other-rack"] > spread["a1-same-rack"]
     assert spread["a1"] == spread["a1-same-rack"] == 0
     assert spread["b3-other-zone"] == 10
@@ -64,4 +64,5 @@ def test_job_spreads_across_zones_before_racks() -> None:
 
 
 def test_a_job_with_no_pods_yet_is_indifferent_to_domains() -> None:
-    assert {spread_score(pod("x", job="new"), CELL, n) for n in CELL.nodes.values()} == {10}
+    domains = CELL.job_domains(pod("x", job="new").owner)
+    assert {spread_score(domains, n) for n in CELL.nodes.values()} == {10}
