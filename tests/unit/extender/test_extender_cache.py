@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from extender_fixtures import alloc_manifest, node_manifest, pod_manifest, watch_line
 
 from scheduler_ext.extender.cache import ALLOCS, NODES, PODS, ClusterCache, WatchExpired
 from scheduler_ext.policy.resources import Resources
+from tests.unit.extender.extender_fixtures import alloc_manifest, node_manifest, pod_manifest, watch_line
 
 
 def _synced_cache() -> ClusterCache:

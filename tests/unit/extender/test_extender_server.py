@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
-from extender_fixtures import alloc_manifest, extender_args, node_manifest, pod_manifest
 
 from scheduler_ext.extender.cache import ALLOCS, NODES, PODS, ClusterCache
 from scheduler_ext.extender.server import create_app
 from scheduler_ext.policy.scheduler import PolicyCache, Scheduler
+from tests.unit.extender.extender_fixtures import alloc_manifest, extender_args, node_manifest, pod_manifest
 
 NODE_NAMES = ["node-1", "node-2", "node-3"]
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from policy_builders import BATCH, alloc, cell, node, pod
-
 from scheduler_ext.policy.allocs import PARTIALLY_RESERVED, PENDING, RESERVED, place_alloc
 from scheduler_ext.policy.model import ZONE_LABEL, AllocInstance
+from tests.unit.policy.policy_builders import BATCH, alloc, cell, node, pod
 
 CELL = cell(
     node("node-1", zone="zone-a", rack="rack-1"),

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from policy_builders import BATCH, alloc, cell, node, pod
 
 from scheduler_ext.policy.feasibility import alloc_instance_fits, check_node, node_ledger
 from scheduler_ext.policy.model import CellSnapshot, PodInfo
+from tests.unit.policy.policy_builders import BATCH, alloc, cell, node, pod
 
 # The cell used by most cases: node-1 has alloc alice/cache (2 cpu / 2Gi) with one 1-cpu member
 # running; node-2 is plain; node-3 is cordoned.

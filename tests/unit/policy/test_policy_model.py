@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from policy_builders import BATCH, PROD, res
 
 from scheduler_ext.policy.bands import Band
 from scheduler_ext.policy.model import AllocInfo, AllocInstance, CellSnapshot, NodeInfo, PodInfo, effective_requests
+from tests.unit.policy.policy_builders import BATCH, PROD, res
 
 
 def _pod(**spec: object) -> dict:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from policy_builders import BATCH, BEST_EFFORT, MONITORING, PROD, alloc, cell, node, pod
 
 from scheduler_ext.policy.preemption import Victims, preempt, select_victims, vet_victims
+from tests.unit.policy.policy_builders import BATCH, BEST_EFFORT, MONITORING, PROD, alloc, cell, node, pod
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ import random
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from policy_builders import BATCH, BEST_EFFORT, MONITORING, PROD
 
 from scheduler_ext.policy.feasibility import check_node
 from scheduler_ext.policy.model import (
@@ -22,6 +21,7 @@ from scheduler_ext.policy.model import (
 from scheduler_ext.policy.preemption import preempt
 from scheduler_ext.policy.resources import Resources
 from scheduler_ext.policy.scheduler import PolicyCache, Scheduler
+from tests.unit.policy.policy_builders import BATCH, BEST_EFFORT, MONITORING, PROD
 
 PRIORITIES = st.sampled_from([MONITORING, PROD, PROD - 1, BATCH, BATCH - 1, BEST_EFFORT, 0])
 CPU = st.integers(min_value=0, max_value=4000).map(lambda m: m - m % 250)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import random
 
-from policy_builders import BATCH, PROD, alloc, cell, node, pod
-
 from scheduler_ext.policy.model import CellSnapshot
 from scheduler_ext.policy.scheduler import NOT_EXAMINED, UNKNOWN_NODE, EquivalenceClass, PolicyCache, Scheduler
+from tests.unit.policy.policy_builders import BATCH, PROD, alloc, cell, node, pod
 
 
 def _cell(n: int = 20) -> CellSnapshot:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from policy_builders import BATCH, BEST_EFFORT, MONITORING, PROD, alloc, cell, node, pod
 
 from scheduler_ext.policy.feasibility import node_ledger
 from scheduler_ext.policy.scoring import resource_score, score_node, spread_score
+from tests.unit.policy.policy_builders import BATCH, BEST_EFFORT, MONITORING, PROD, alloc, cell, node, pod
 
 # node-empty is idle, node-busy has 6 of 8 cpu and 24 of 32Gi in use by another job.
 CELL = cell(

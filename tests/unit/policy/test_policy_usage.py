@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from policy_builders import BATCH, PROD, alloc, cell, node, pod, res
-
 from scheduler_ext.policy.bands import Band
 from scheduler_ext.policy.usage import cell_usage
+from tests.unit.policy.policy_builders import BATCH, PROD, alloc, cell, node, pod, res
 
 
 def test_cell_usage_by_band_and_node() -> None:
