@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from quota_builders import band_quota, container, deployment, job, pod, pod_spec, res
 
 from scheduler_ext.policy.bands import Band
 from scheduler_ext.policy.quota import (
@@ -22,6 +21,7 @@ from scheduler_ext.policy.quota import (
 )
 from scheduler_ext.policy.resources import Resources
 from scheduler_ext.policy.workloads import Charge, ObjectRef, charge_of, usage_by_band
+from tests.unit.quota.quota_builders import band_quota, container, deployment, job, pod, pod_spec, res
 
 
 def quota(bands: dict[str, Any] | None = None, namespace: str = "alice", name: str = "quota") -> BandQuota:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from quota_builders import res
 from typer.testing import CliRunner
 
 from cell.cli import app
@@ -22,6 +21,7 @@ from cell.students import (
 )
 from scheduler_ext.policy.bands import Band
 from scheduler_ext.policy.quota import BandQuota
+from tests.unit.quota.quota_builders import res
 
 DEFAULT = {"production": {"cpu": "2", "memory": "2Gi"}, "batch": {"cpu": "4", "memory": "4Gi"}}
 

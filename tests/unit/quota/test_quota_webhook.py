@@ -14,12 +14,12 @@ from typing import Any
 import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from quota_builders import band_quota, container, deployment, job, owner, pod, pod_spec
 
 from scheduler_ext.webhook.admission import QuotaAdmission
 from scheduler_ext.webhook.cache import BAND_QUOTAS, CHARGED, NODES, QuotaCache, Resource
 from scheduler_ext.webhook.server import make_app
 from scheduler_ext.webhook.wire import AdmissionRequest, decode_review
+from tests.unit.quota.quota_builders import band_quota, container, deployment, job, owner, pod, pod_spec
 
 KINDS = {r.kind: r for r in (*CHARGED, BAND_QUOTAS, NODES)}
 GROUPS = {"Pod": ("", "v1", "pods"), "Deployment": ("apps", "v1", "deployments"),

@@ -5,17 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from quota_builders import (
-    alloc,
-    container,
-    cronjob,
-    deployment,
-    job,
-    owner,
-    pod,
-    pod_spec,
-    res,
-)
 
 from scheduler_ext.policy.bands import Band
 from scheduler_ext.policy.resources import Resources
@@ -26,6 +15,17 @@ from scheduler_ext.policy.workloads import (
     missing_requests,
     pod_requests,
     usage_by_band,
+)
+from tests.unit.quota.quota_builders import (
+    alloc,
+    container,
+    cronjob,
+    deployment,
+    job,
+    owner,
+    pod,
+    pod_spec,
+    res,
 )
 
 
