@@ -107,6 +107,12 @@ def build(
 from cell.students import students_app  # noqa: E402
 
 app.add_typer(students_app, name="students")
+from cell.why import why_cmd  # noqa: E402
+
+app.command("why")(why_cmd)
+from cell.top import top_cmd  # noqa: E402
+
+app.command("top")(top_cmd)
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ def cell_usage(snapshot: CellSnapshot) -> CellUsage:
     in_allocs = dict.fromkeys(Band, Resources())
     reserved = dict.fromkeys(Band, Resources())
     nodes: list[NodeUsage] = []
-    for name in sorted(snapshot.nodes, key=_natural):
+    for name in sorted(snapshot.nodes, key=natural_order):
         node = snapshot.nodes[name]
         capacity = capacity + node.allocatable
         books = node_ledger(snapshot, node)
@@ -82,7 +82,7 @@ def cell_usage(snapshot: CellSnapshot) -> CellUsage:
     return CellUsage(capacity, bands, tuple(nodes))
 
 
-def _natural(name: str) -> tuple[str, int, str]:
+def natural_order(name: str) -> tuple[str, int, str]:
     """node-2 before node-10."""
     head = name.rstrip("0123456789")
     tail = name[len(head):]

@@ -1,0 +1,142 @@
+"""`cell why NAMESPACE/POD`: why a pod is (or was) not placed, node by node (Borg §8).
+
+First asks the extender for its last filter decision on the pod (`GET <url>/why/NS/POD`, the URL
+in `<state_dir>/extender.url`); if the extender is not running or never saw the pod, computes the
+per-node reasons now with the policy core over a snapshot read from the API.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cell.errors import CellError
+from cell.top import KubeconfigOption, StateDirOption, load_snapshot, resolve_kubeconfig
+from scheduler_ext.policy.model import CellSnapshot, PodInfo
+from scheduler_ext.policy.scheduler import Scheduler
+from scheduler_ext.policy.usage import natural_order
+
+EXTENDER_TIMEOUT = 3.0
+
+
+def parse_target(target: str) -> tuple[str, str]:
+    namespace, _, name = target.partition("/")
+    if not namespace or not name or "/" in name:
+        raise CellError(f"expected NAMESPACE/POD, got {target!r}")
+    return namespace, name
+
+
+def fetch_extender_why(url: str, namespace: str, pod: str, timeout: float = EXTENDER_TIMEOUT) -> dict[str, Any] | None:
+    """The extender's record for the pod, or None if it has none or cannot be reached."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/why/{namespace}/{pod}", timeout=timeout) as response:
+            record: dict[str, Any] = json.loads(response.read())
+            return record
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def compute_why(snapshot: CellSnapshot, pod: PodInfo) -> dict[str, Any]:
+    """Per-node reasons computed now, shaped like the extender's record."""
+    if pod.node_name and pod.node_name in snapshot.nodes:
+        # Judge a bound pod as if it were not there yet, else it would compete with itself.
+        node = snapshot.nodes[pod.node_name]
+        snapshot = snapshot.with_nodes(node.without_pods({pod.uid}))
+    result = Scheduler().filter(pod, snapshot)
+    return {
+        "pod": pod.key,
+        "uid": pod.uid,
+        "decidedAt": None,
+        "feasible": list(result.feasible),
+        "unexamined": 0,
+        "nodes": {name: {"fits": v.fits, "reasons": list(v.reasons)} for name, v in result.verdicts.items()},
+    }
+
+
+def render_why(record: dict[str, Any], pod: PodInfo, status: dict[str, Any], source: str, console: Console) -> None:
+    phase = status.get("phase") or "Unknown"
+    where = f" on {pod.node_name}" if pod.node_name else ""
+    console.print(f"[bold]{pod.key}[/]: {phase}{where}; band {pod.band.label} (priority {pod.priority}); "
+                  f"requests {pod.requests}" + (f"; member of alloc {pod.alloc}" if pod.alloc else ""),
+                  highlight=False)
+    for condition in status.get("conditions") or ():
+        if condition.get("type") == "PodScheduled" and condition.get("status") != "True":
+            console.print(f"scheduler: {condition.get('reason', '')}: {condition.get('message', '')}",
+                          highlight=False)
+    console.print(f"reasons: {source}", highlight=False)
+
+    nodes: dict[str, dict[str, Any]] = record.get("nodes") or {}
+    table = Table(show_lines=False)
+    table.add_column("node")
+    table.add_column("fits")
+    table.add_column("reasons")
+    for name in sorted(nodes, key=natural_order):
+        verdict = nodes[name]
+        fits = verdict.get("fits")
+        mark = "[green]yes[/]" if fits else ("[dim]-[/]" if fits is None else "[red]no[/]")
+        table.add_row(name, mark, "; ".join(verdict.get("reasons") or ()))
+    console.print(table)
+    feasible = record.get("feasible") or []
+    failed = Counter("; ".join(v.get("reasons") or ()) for v in nodes.values() if v.get("fits") is False)
+    summary = ", ".join(f"{count} node(s): {reason}" for reason, count in failed.most_common())
+    console.print(f"{len(feasible)} of {len(nodes)} node(s) feasible" + (f"; {summary}" if summary else ""),
+                  highlight=False)
+
+
+def why(namespace: str, pod: str, kubeconfig: Path, state_dir: Path | None = None,
+        console: Console | None = None) -> dict[str, Any]:
+    """Print why NAMESPACE/POD is where it is (or nowhere); return the record printed."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from cell.kube import api_client
+    from cell.localcell import CellPaths
+
+    console = console or Console()
+    api = api_client(kubeconfig)
+    try:
+        response = client.CoreV1Api(api).read_namespaced_pod(pod, namespace, _preload_content=False,
+                                                              _request_timeout=30)
+        manifest = json.loads(response.data)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise CellError(f"pod {namespace}/{pod} not found") from None
+        raise CellError(f"cannot read pod {namespace}/{pod}: {exc.status} {exc.reason}") from None
+    except Exception as exc:
+        raise CellError(f"cluster unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    try:
+        info = PodInfo.from_manifest(manifest)
+    except ValueError as exc:
+        raise CellError(f"pod {namespace}/{pod} is unreadable: {exc}") from None
+
+    record = None
+    url_file = CellPaths(state_dir).extender_url_file
+    if url_file.is_file():
+        record = fetch_extender_why(url_file.read_text().strip(), namespace, pod)
+        if record is not None and record.get("uid") not in ("", None, info.uid):
+            record = None  # a previous pod of the same name
+    if record is not None:
+        source = f"the extender's last filter decision ({record.get('decidedAt')})"
+    else:
+        record = compute_why(load_snapshot(api), info)
+        source = "computed now by the policy core from the API (the extender has no record)"
+    render_why(record, info, manifest.get("status") or {}, source, console)
+    return record
+
+
+def why_cmd(
+    target: Annotated[str, typer.Argument(metavar="NAMESPACE/POD", help="The pod to explain.")],
+    kubeconfig: KubeconfigOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Why a pod is pending (or where it went), node by node."""
+    namespace, name = parse_target(target)
+    why(namespace, name, resolve_kubeconfig(kubeconfig, state_dir), state_dir)
