@@ -104,6 +104,9 @@ def build(
 
 
 # --- further command groups register below (one line each) ---------------------------------------
+from cell.cloud import cloud_app  # noqa: E402
+
+app.add_typer(cloud_app, name="cloud")
 from cell.students import students_app  # noqa: E402
 
 app.add_typer(students_app, name="students")
