@@ -104,6 +104,12 @@ def build(
 
 
 # --- further command groups register below (one line each) ---------------------------------------
+from cell.experiences import experience_app  # noqa: E402
+
+app.add_typer(experience_app, name="experience")
+from cell.grading import grade_command  # noqa: E402
+
+app.command("grade")(grade_command)
 from cell.cloud import cloud_app  # noqa: E402
 
 app.add_typer(cloud_app, name="cloud")

@@ -188,6 +188,7 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "ReplicaSet": ("/apis/apps/v1", "replicasets", True),
     "StatefulSet": ("/apis/apps/v1", "statefulsets", True),
     "Job": ("/apis/batch/v1", "jobs", True),
+    "CronJob": ("/apis/batch/v1", "cronjobs", True),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
     "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices", True),
     "Alloc": ("/apis/cell.distos.dev/v1alpha1", "allocs", True),
@@ -253,7 +254,9 @@ class ClusterView:
         """Objects of kind (in the namespace, or cluster-wide for nodes), sorted by name."""
         query = [("labelSelector", selector)] if selector else []
         data = self._get(_path(kind, self.namespace), query)
-        items = (data or {}).get("items") or []
+        # Items of a list carry no kind/apiVersion; add them so each reads like a single GET.
+        api_version = RESOURCES[kind][0].removeprefix("/api/").removeprefix("/apis/")
+        items = [{"kind": kind, "apiVersion": api_version, **item} for item in (data or {}).get("items") or []]
         return sorted(items, key=lambda o: o["metadata"]["name"])
 
     def pods(self, selector: str | None = None) -> list[dict[str, Any]]:
@@ -680,10 +683,12 @@ def to_html(report: ClassReport) -> dict[str, str]:
 def print_table(report: ClassReport, console: Console) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{report.experience}: {len(report.students)} student(s)", title_justify="left")
+    legend = "; ".join(f"{t.number}: {t.title} ({t.points})" for t in report.tasks)
+    table = Table(title=f"{report.experience}: {len(report.students)} student(s)", title_justify="left",
+                  caption=f"tasks: {legend}", caption_justify="left")
     table.add_column("student")
     for t in report.tasks:
-        table.add_column(f"{t.number}. {t.title}", justify="right", max_width=16, overflow="fold")
+        table.add_column(f"task {t.number}", justify="right")
     table.add_column("total", justify="right")
     table.add_column("grade", justify="center")
     for s in report.students:
