@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # the loader raises several unrelated types for a broken file
         fail(f"kubeconfig {args.kubeconfig} is unusable: {str(exc).splitlines()[0]}")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kopf reports every handled event at INFO ("Handler ... succeeded"): one line per pod event is noise.
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
 
     @kopf.on.login()
     def login(**_: Any) -> kopf.ConnectionInfo:

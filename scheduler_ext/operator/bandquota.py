@@ -7,6 +7,7 @@ namespace makes the last patch always the one computed from the latest state.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -24,6 +25,7 @@ from scheduler_ext.policy.workloads import usage_by_band
 GROUP, VERSION, PLURAL = "cell.distos.dev", "v1alpha1", "bandquotas"
 
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+log = logging.getLogger(__name__)
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -32,7 +34,7 @@ def band_quotas(name: str, namespace: str | None, status: kopf.Status, **_: Any)
     return {namespace: (name, dict(status.get("used") or {}))} if namespace else None
 
 
-def sync_namespace(namespace: str, indices: Mapping[str, Any], api: client.ApiClient, logger: kopf.Logger) -> None:
+def sync_namespace(namespace: str, indices: Mapping[str, Any], api: client.ApiClient) -> None:
     """Make status.used of the namespace's BandQuota equal to the sum of its charges."""
     quotas = indices.get("band_quotas")
     if not quotas or namespace not in quotas:
@@ -41,30 +43,30 @@ def sync_namespace(namespace: str, indices: Mapping[str, Any], api: client.ApiCl
         used = used_status(usage_by_band(charges_in(namespace, indices)))
         for name, current in list(quotas[namespace]):
             if current != used:
-                _patch_used(api, namespace, name, used, logger)
+                _patch_used(api, namespace, name, used)
 
 
-def _patch_used(api: client.ApiClient, namespace: str, name: str, used: dict[str, Any], logger: kopf.Logger) -> None:
+def _patch_used(api: client.ApiClient, namespace: str, name: str, used: dict[str, Any]) -> None:
     custom = client.CustomObjectsApi(api)
     for attempt in range(4):
         try:
             custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, name, {"status": {"used": used}},
                 _content_type="application/merge-patch+json")
-            logger.info(f"status.used of BandQuota {namespace}/{name}: {used}")
+            log.info("status.used of BandQuota %s/%s: %s", namespace, name, used)
             return
         except ApiException as exc:
             if exc.status == 404:
                 return  # deleted meanwhile: nothing to keep current
             if attempt == 3:
-                logger.error(f"cannot update status of BandQuota {namespace}/{name}: {exc.status} {exc.reason}")
+                log.error("cannot update status of BandQuota %s/%s: %s %s", namespace, name, exc.status, exc.reason)
                 return
             time.sleep(0.2 * 2**attempt)
 
 
-def _on_event(namespace: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+def _on_event(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
     if namespace:
-        sync_namespace(namespace, kwargs, memo["api"], logger)
+        sync_namespace(namespace, kwargs, memo["api"])
 
 
 # Any change to something charged, or to a BandQuota itself, re-derives that namespace's status.
