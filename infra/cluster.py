@@ -244,10 +244,10 @@ class Cluster(pulumi.ComponentResource):
         """`nodes`: any traffic between this cluster's nodes, egress anywhere; `control-plane`: SSH
         and 6443 from the allowed CIDRs. Neutron's default rules are deleted so these are all there is."""
         nodes = openstack.networking.SecGroup(
-            f"{name}-nodes", name=f"cell-{name}-nodes", delete_default_rules=True,
+            f"{name}-nodes-secgroup", name=f"cell-{name}-nodes", delete_default_rules=True,
             description=f"Cell {name}: traffic between the cluster's nodes", opts=child)
         control_plane = openstack.networking.SecGroup(
-            f"{name}-control-plane", name=f"cell-{name}-control-plane", delete_default_rules=True,
+            f"{name}-control-plane-secgroup", name=f"cell-{name}-control-plane", delete_default_rules=True,
             description=f"Cell {name}: SSH and the API server from the allowed CIDRs", opts=child)
 
         openstack.networking.SecGroupRule(
