@@ -28,6 +28,7 @@ import contextlib
 import csv
 import io
 import json
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -418,9 +419,10 @@ def _reason(excinfo: pytest.ExceptionInfo[BaseException], check: str) -> str:
     """The student-facing reason of a failed check: its assertion message, else what went wrong."""
     exc = excinfo.value
     if isinstance(exc, AssertionError):
-        # An assertion rewritten by an enclosing pytest appends "\nassert ..." to the message.
+        # An assertion rewritten by an enclosing pytest (grading inside a test run) carries its
+        # explanation: after the message as "\nassert ...", or alone when there is no message.
         text = str(exc).split("\nassert ", 1)[0].strip()
-        return text or f"check {check} failed"
+        return f"check {check} failed" if not text or text.startswith("assert ") else text
     if isinstance(exc, pytest.skip.Exception):
         return f"not checked: {exc.msg}"
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -523,6 +525,20 @@ class GradingPlugin:
         return run
 
 
+def _forget_modules(grading_dir: Path) -> None:
+    """Drop grading modules from sys.modules, so each run imports the checks as they are on disk.
+
+    pytest's importlib mode reuses a module already imported under the same name, which would be
+    a stale copy (or another experience's module of the same file name).
+    """
+    grading_dir = grading_dir.resolve()
+    stems = {path.stem for path in grading_dir.glob("*.py")}
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if name.rsplit(".", 1)[-1] in stems or (file and Path(file).resolve().parent == grading_dir):
+            del sys.modules[name]
+
+
 def run_checks(experience: Experience, students: Sequence[Student], api: ApiClient,
                images: Mapping[str, str] | None = None) -> ClassReport:
     """Run the experience's checks for students in one in-process pytest session -> the class report."""
@@ -539,11 +555,13 @@ def run_checks(experience: Experience, students: Sequence[Student], api: ApiClie
     ]
     started = time.monotonic()
     output = io.StringIO()
+    _forget_modules(experience.grading_dir)
     try:
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
             exit_code = pytest.main(args, plugins=[plugin])
     finally:
         plugin.healing.close()
+        _forget_modules(experience.grading_dir)
     seconds = time.monotonic() - started
     if plugin.errors:
         raise CellError(f"grading checks of {experience.name} are broken: {plugin.errors[0]}")

@@ -63,6 +63,7 @@ class FakeCell:
         self._uids = itertools.count(1)
         self.objects: dict[tuple[str, str | None, str], Manifest] = {}
         self.deleted_pods: list[str] = []
+        self.requests: list[str] = []  # "GET /path" / "DELETE /path", in the order served
         for index in range(1, nodes + 1):
             self._store(kwok_node_manifest(f"node-{index}", index))
 
@@ -142,6 +143,7 @@ class FakeCell:
         path, query = url
         kind, namespace, name = self._parse(path)
         with self._lock:
+            self.requests.append(f"{method} {path}")
             if method == "GET" and name:
                 obj = self.objects.get((kind, namespace, name))
                 return FakeResponse(200, obj) if obj else FakeResponse(404, {"message": "not found"})
@@ -237,12 +239,10 @@ class FakeCell:
         for pod in current[wanted:]:
             self._delete(self._key(pod))
         current = current[:wanted]
-        taken = {p["metadata"]["name"] for p in current}
         for index in range(len(current), wanted):
             node = self._place(namespace, template, index)
             uid = next(self._uids)
-            pod_name = next(f"{replica_set}-{n}" for n in itertools.count() if f"{replica_set}-{n}" not in taken)
-            taken.add(pod_name)
+            pod_name = f"{replica_set}-{uid}"  # a fresh name, as a ReplicaSet's random suffix gives
             self._store({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": pod_name, "namespace": namespace,
