@@ -78,3 +78,54 @@ def test_top_sees_every_node(local_cell: Any, kube_api: client.ApiClient) -> Non
     usage = top(local_cell.kubeconfig, Console(record=True, width=200))
     assert {n.name for n in usage.nodes} == {n.metadata.name for n in nodes}
     assert usage.capacity.cpu > 0
+
+
+def _sized_pod(name: str, cpu: str, priority_class: str) -> dict[str, Any]:
+    pod = _pod(name, {"app": name})
+    pod["spec"]["priorityClassName"] = priority_class
+    pod["spec"]["containers"][0]["resources"]["requests"] = {"cpu": cpu, "memory": "64Mi"}
+    return pod
+
+
+def test_preemption_keeps_r1(kube_api: client.ApiClient, namespace: str) -> None:
+    """A monitoring pod may not preempt production pods (R1), though kube-scheduler alone would;
+    once a batch pod holds a node, that is the one it preempts."""
+    core = client.CoreV1Api(kube_api)
+    nodes = [n for n in core.list_node().items if (n.metadata.annotations or {}).get("kwok.x-k8s.io/node") == "fake"]
+
+    def free_cpu(node: Any) -> int:
+        used = sum(int(float(c.resources.requests.get("cpu", "0").rstrip("m")) * (1 if c.resources.requests.get(
+            "cpu", "0").endswith("m") else 1000)) for p in core.list_pod_for_all_namespaces(
+            field_selector=f"spec.nodeName={node.metadata.name}").items for c in p.spec.containers
+            if c.resources and c.resources.requests)
+        allocatable = node.status.allocatable["cpu"]
+        total = int(allocatable[:-1]) if allocatable.endswith("m") else int(allocatable) * 1000
+        return total - used
+
+    # Fill every node with one production pod that leaves less than 1 cpu free.
+    for i, node in enumerate(nodes):
+        pod = _sized_pod(f"prod-{i}", f"{free_cpu(node) - 500}m", "production")
+        pod["spec"]["nodeName"] = node.metadata.name  # placed directly: this test is about preemption
+        core.create_namespaced_pod(namespace, pod)
+    core.create_namespaced_pod(namespace, _sized_pod("mon", "1", "monitoring"))
+    _wait(lambda: any(c.type == "PodScheduled" and c.status == "False"
+                      for c in (core.read_namespaced_pod("mon", namespace).status.conditions or [])),
+          what="the monitoring pod to be found unschedulable")
+    time.sleep(3)  # give a wrong preemption the time to show
+    prods = [p for p in core.list_namespaced_pod(namespace).items if p.metadata.name.startswith("prod-")]
+    assert len(prods) == len(nodes) and all(p.metadata.deletion_timestamp is None for p in prods)
+    assert core.read_namespaced_pod("mon", namespace).spec.node_name is None
+
+    # Swap one production pod for a batch pod of the same size: now there is something to preempt.
+    target = nodes[0].metadata.name
+    core.delete_namespaced_pod("prod-0", namespace, grace_period_seconds=0)
+    _wait(lambda: not [p for p in core.list_namespaced_pod(namespace).items if p.metadata.name == "prod-0"],
+          what="prod-0 gone")
+    batch = _sized_pod("batch-0", f"{free_cpu(nodes[0]) - 500}m", "batch")
+    batch["spec"]["nodeName"] = target
+    core.create_namespaced_pod(namespace, batch)
+    bound = _wait(lambda: core.read_namespaced_pod("mon", namespace).spec.node_name, timeout=120,
+                  what="the monitoring pod to preempt the batch pod")
+    assert bound == target
+    survivors = [p for p in core.list_namespaced_pod(namespace).items if p.metadata.name.startswith("prod-")]
+    assert len(survivors) == len(nodes) - 1 and all(p.metadata.deletion_timestamp is None for p in survivors)
