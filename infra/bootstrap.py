@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -141,6 +142,8 @@ def run_playbook(playbook: str, inventory: Mapping[str, Any], extravars: Mapping
     cluster = str((inventory.get("all") or {}).get("vars", {}).get("cell_cluster_name", "cluster"))
     private_data_dir = bootstrap_log_dir(cluster)
     private_data_dir.mkdir(parents=True, exist_ok=True)
+    # The ansible-playbook installed beside this Python (the project's venv) first, whatever PATH says.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
     result = ansible_runner.run(
         private_data_dir=str(private_data_dir),
         project_dir=str(PLAYBOOK_DIR),
@@ -148,7 +151,8 @@ def run_playbook(playbook: str, inventory: Mapping[str, Any], extravars: Mapping
         inventory=dict(inventory),
         extravars=dict(extravars),
         # New VMs have unknown host keys; the control plane's floating IP is the only way in.
-        envvars={"ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_CONFIG": str(PLAYBOOK_DIR / "ansible.cfg")},
+        envvars={"ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_CONFIG": str(PLAYBOOK_DIR / "ansible.cfg"),
+                 "PATH": path},
         rotate_artifacts=10,
         quiet=True,
     )
@@ -160,10 +164,21 @@ def _failure_message(playbook: str, result: Any, log_dir: Path) -> str:
     for event in reversed(list(result.events)):
         if event.get("event") in ("runner_on_failed", "runner_on_unreachable"):
             data = event.get("event_data", {})
-            message = str((data.get("res") or {}).get("msg", "")).splitlines()
             return (f"{playbook} failed on {data.get('host')} at task '{data.get('task')}': "
-                    f"{message[0] if message else 'see the log'} (logs: {log_dir}/artifacts)")
+                    f"{_task_error(data.get('res') or {})} (logs: {log_dir}/artifacts)")
     return f"{playbook} ended {result.status} (rc {result.rc}); logs: {log_dir}/artifacts"
+
+
+def _task_error(res: Mapping[str, Any]) -> str:
+    """The most telling line of a failed task: a loop's first failed item, a command's stderr, or msg."""
+    failed_items = [item for item in res.get("results") or [] if isinstance(item, Mapping) and item.get("failed")]
+    if failed_items:
+        res = failed_items[0]
+    for text in (res.get("stderr"), res.get("msg")):
+        lines = [line for line in str(text or "").splitlines() if line.strip()]
+        if lines:
+            return lines[0]
+    return "see the log"
 
 
 class BootstrapProvider(ResourceProvider):
