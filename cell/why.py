@@ -103,8 +103,8 @@ def why(namespace: str, pod: str, kubeconfig: Path, state_dir: Path | None = Non
     console = console or Console()
     api = api_client(kubeconfig)
     try:
-        response = client.CoreV1Api(api).read_namespaced_pod(pod, namespace, _preload_content=False,
-                                                              _request_timeout=30)
+        response: Any = client.CoreV1Api(api).read_namespaced_pod(pod, namespace, _preload_content=False,
+                                                                   _request_timeout=30)
         manifest = json.loads(response.data)
     except ApiException as exc:
         if exc.status == 404:

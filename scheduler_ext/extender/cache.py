@@ -174,8 +174,8 @@ class ClusterCache:
                 self._delete_node(meta.get("name", ""))
                 return
             node = NodeInfo.from_manifest(manifest)
-            old = self._bases.get(node.name)
-            if old is None or _node_fingerprint(old) != _node_fingerprint(node):
+            old_node = self._bases.get(node.name)
+            if old_node is None or _node_fingerprint(old_node) != _node_fingerprint(node):
                 self._bases[node.name] = node
                 self._dirty.add(node.name)
         elif kind == PODS:
@@ -187,8 +187,8 @@ class ClusterCache:
             if not pod.node_name:
                 self._delete_pod(uid)
                 return
-            old = self._pods.get(uid)
-            if old is not None and _pod_fingerprint(old) == _pod_fingerprint(pod):
+            old_pod = self._pods.get(uid)
+            if old_pod is not None and _pod_fingerprint(old_pod) == _pod_fingerprint(pod):
                 return
             self._delete_pod(uid)
             self._pods[uid] = pod
@@ -200,8 +200,8 @@ class ClusterCache:
                 self._delete_alloc(key)
                 return
             alloc = AllocInfo.from_manifest(manifest)
-            old = self._allocs.get(key)
-            if old is None or _alloc_fingerprint(old) != _alloc_fingerprint(alloc):
+            old_alloc = self._allocs.get(key)
+            if old_alloc is None or _alloc_fingerprint(old_alloc) != _alloc_fingerprint(alloc):
                 self._allocs[key] = alloc
                 self._allocs_changed()
             self.allocs_available = True
@@ -276,11 +276,12 @@ class Reflector(threading.Thread):
         self.absent_retry = absent_retry
         core = k8s.CoreV1Api(api_client)
         custom = k8s.CustomObjectsApi(api_client)
-        self._call: Callable[..., Any] = {
+        calls: dict[str, Callable[..., Any]] = {
             NODES: core.list_node,
             PODS: lambda **kw: core.list_pod_for_all_namespaces(field_selector=BOUND_ACTIVE_PODS, **kw),
             ALLOCS: lambda **kw: custom.list_cluster_custom_object(ALLOC_GROUP, ALLOC_VERSION, ALLOC_PLURAL, **kw),
-        }[kind]
+        }
+        self._call = calls[kind]
 
     def run(self) -> None:
         failures = 0
@@ -292,11 +293,12 @@ class Reflector(threading.Thread):
             except WatchExpired:
                 log.info("%s: watch expired, listing again", self.kind)
             except ApiException as exc:
-                if exc.status == 404 and self.kind == ALLOCS:
-                    # No Alloc CRD (yet): nothing is reserved; look again later.
+                if exc.status in (403, 404) and self.kind == ALLOCS:
+                    # No Alloc CRD (yet), or no right to read it: nothing is reserved; look again later.
                     if self.cache.allocs_available is not False:
-                        log.info("allocs: %s/%s %s not served; treating as none", ALLOC_GROUP, ALLOC_VERSION,
-                                 ALLOC_PLURAL)
+                        level = logging.INFO if exc.status == 404 else logging.ERROR
+                        log.log(level, "allocs: %s/%s %s not readable (%s); treating as none", ALLOC_GROUP,
+                                ALLOC_VERSION, ALLOC_PLURAL, exc.status)
                     self.cache.mark_absent(ALLOCS)
                     self.stop.wait(self.absent_retry)
                     continue

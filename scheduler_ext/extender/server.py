@@ -171,9 +171,8 @@ class ExtenderServer:
                 known = [p for p in (snapshot.find_pod(m.uid) for m in meta.pods) if p is not None]
                 proposals[name] = (known, meta.num_pdb_violations)
         elif args.node_name_to_victims is not None:
-            for name, victims in args.node_name_to_victims.items():
-                proposals[name] = ([wire.pod_info(p) for p in victims.pods],
-                                   victims.num_pdb_violations)
+            for name, full in args.node_name_to_victims.items():
+                proposals[name] = ([wire.pod_info(p) for p in full.pods], full.num_pdb_violations)
         result: dict[str, wire.MetaVictims] = {}
         for name, (proposed, pdb) in proposals.items():
             node = snapshot.nodes.get(name)

@@ -296,6 +296,9 @@ class CellSnapshot:
 
     nodes: Mapping[str, NodeInfo]
     allocs: Mapping[str, AllocInfo]
+    _allocs_by_node: dict[str, tuple[AllocInfo, ...]] | None
+    _domains: dict[str, DomainCounts]
+    _pods_by_uid: dict[str, PodInfo] | None
 
     def __init__(self, nodes: Mapping[str, NodeInfo] | Iterable[NodeInfo],
                  allocs: Mapping[str, AllocInfo] | Iterable[AllocInfo] = ()) -> None:
