@@ -12,6 +12,7 @@ import contextlib
 import csv
 import json
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -404,8 +405,12 @@ def list_students(paths: CellPaths) -> list[StudentRow]:
     return rows
 
 
-def remove_students(names: list[str], paths: CellPaths) -> None:
-    """Delete the students' namespaces (with everything in them) and their kubeconfigs."""
+def remove_students(names: list[str], paths: CellPaths, wait: float | None = 120.0) -> None:
+    """Delete the students' namespaces (with everything in them) and their kubeconfigs.
+
+    With wait (seconds), return only once the namespaces are gone: until then their BandQuotas still
+    count towards the cell's prod quota (Q6), so a student added right after might not fit.
+    """
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -430,6 +435,28 @@ def remove_students(names: list[str], paths: CellPaths) -> None:
             if exc.status != 404:
                 raise CellError(f"removing student {name} failed: {_api_message(exc)}") from None
         kubeconfig_of(paths, name).unlink(missing_ok=True)
+    if wait:
+        _wait_gone(api, names, wait)
+
+
+def _wait_gone(api: ApiClient, names: list[str], timeout: float) -> None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    deadline = time.monotonic() + timeout
+    pending = list(names)
+    while pending:
+        try:
+            client.CoreV1Api(api).read_namespace(pending[0], _request_timeout=15)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise CellError(f"removing student {pending[0]}: {_api_message(exc)}") from None
+            pending.pop(0)
+            continue
+        if time.monotonic() > deadline:
+            raise CellError(f"namespace {pending[0]} is still terminating after {timeout:.0f} s; "
+                            f"see `kubectl get namespace {pending[0]} -o yaml`")
+        time.sleep(0.5)
 
 
 # --- CLI -----------------------------------------------------------------------------------------
@@ -491,9 +518,10 @@ def list_cmd(state_dir: StateDir = None) -> None:
 @students_app.command("remove")
 def remove_cmd(
     names: Annotated[list[str], typer.Argument(help="Students to remove, with everything in their namespace.")],
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Return once the namespaces are gone.")] = True,
     state_dir: StateDir = None,
 ) -> None:
     """Remove students: their namespace (and all it holds) and their kubeconfig."""
-    remove_students(names, _paths(state_dir))
+    remove_students(names, _paths(state_dir), wait=120.0 if wait else None)
     for name in names:
         typer.echo(f"student {name} removed")
