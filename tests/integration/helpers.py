@@ -42,3 +42,26 @@ def deployment(name: str, replicas: int, cpu: str = "100m", memory: str = "64Mi"
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
                  "template": {"metadata": {"labels": pod_labels}, "spec": spec}},
     }
+
+
+def dedicated_node_manifests(prefix: str, count: int) -> list[dict]:
+    """KWOK nodes reserved for one test: labelled and tainted with `cell.distos.dev/test=<prefix>`, so
+    only that test's pods (which tolerate and select it) land there, whatever else the shared cell runs.
+    Zones rotate a, b, c like the cell's own nodes."""
+    from cell.localcell import kwok_node_manifest
+
+    nodes = []
+    for index in range(1, count + 1):
+        node = kwok_node_manifest(f"{prefix}-{index}", index)
+        node["metadata"]["labels"]["cell.distos.dev/test"] = prefix
+        node["spec"] = {"taints": [{"key": "cell.distos.dev/test", "value": prefix, "effect": "NoSchedule"}]}
+        nodes.append(node)
+    return nodes
+
+
+def pin_to_test_nodes(pod_spec: dict, prefix: str) -> dict:
+    """Make a pod spec select and tolerate the nodes of dedicated_node_manifests(prefix, ...)."""
+    pod_spec.setdefault("nodeSelector", {})["cell.distos.dev/test"] = prefix
+    pod_spec.setdefault("tolerations", []).append(
+        {"key": "cell.distos.dev/test", "operator": "Equal", "value": prefix, "effect": "NoSchedule"})
+    return pod_spec

@@ -1,0 +1,195 @@
+"""Borg scheduling on the real kube-scheduler calling Cell's extender, on KWOK nodes (issue 3).
+
+Each test gets nodes of its own (tainted and labelled for it), so what else the shared cell runs
+cannot change the outcome.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from kubernetes import client
+from typer.testing import CliRunner
+
+from cell.cli import app
+from cell.localcell import LocalCell
+from tests.integration.helpers import dedicated_node_manifests, deployment, pin_to_test_nodes, wait_for
+
+pytestmark = pytest.mark.cluster
+
+NodeFactory = Callable[[int], list[str]]
+
+
+@pytest.fixture
+def namespace(kube_api: client.ApiClient) -> Iterator[str]:
+    name = f"s-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(kube_api)
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture
+def test_nodes(kube_api: client.ApiClient, namespace: str) -> Iterator[NodeFactory]:
+    core = client.CoreV1Api(kube_api)
+    created: list[str] = []
+
+    def make(count: int) -> list[str]:
+        manifests = dedicated_node_manifests(namespace, count)
+        for node in manifests:
+            core.create_node(node)
+            created.append(node["metadata"]["name"])
+        names = [n["metadata"]["name"] for n in manifests]
+
+        def all_ready() -> bool:
+            return all(any(c.type == "Ready" and c.status == "True" for c in (core.read_node(n).status.conditions or []))
+                       for n in names)
+
+        wait_for(all_ready, 60, what=f"{count} test nodes Ready")
+        return names
+
+    yield make
+    for name in created:
+        core.delete_node(name)
+
+
+def _deploy(kube_api: client.ApiClient, namespace: str, name: str, replicas: int, cpu: str, band: str) -> None:
+    manifest = deployment(name, replicas, cpu=cpu, memory="256Mi", priority_class=band)
+    pin_to_test_nodes(manifest["spec"]["template"]["spec"], namespace)
+    client.AppsV1Api(kube_api).create_namespaced_deployment(namespace, manifest)
+
+
+def _pods(kube_api: client.ApiClient, namespace: str, selector: str) -> list[client.V1Pod]:
+    pods = client.CoreV1Api(kube_api).list_namespaced_pod(namespace, label_selector=selector).items
+    return [p for p in pods if p.metadata.deletion_timestamp is None]
+
+
+def _bound(kube_api: client.ApiClient, namespace: str, selector: str, count: int, timeout: float = 90) -> list:
+    def ready() -> list | None:
+        pods = _pods(kube_api, namespace, selector)
+        bound = [p for p in pods if p.spec.node_name]
+        return bound if len(bound) >= count else None
+
+    return wait_for(ready, timeout, what=f"{count} pods of {selector} bound")
+
+
+def _zone_of(kube_api: client.ApiClient) -> dict[str, str]:
+    nodes = client.CoreV1Api(kube_api).list_node().items
+    return {n.metadata.name: n.metadata.labels.get("topology.kubernetes.io/zone", "") for n in nodes}
+
+
+def _pod_scheduled_message(kube_api: client.ApiClient, namespace: str, pod: str) -> str:
+    status = client.CoreV1Api(kube_api).read_namespaced_pod(pod, namespace).status
+    for cond in status.conditions or []:
+        if cond.type == "PodScheduled" and cond.status == "False":
+            return cond.message or cond.reason or ""
+    return ""
+
+
+def test_production_pods_of_one_job_spread_across_zones(kube_api: client.ApiClient, namespace: str,
+                                                        test_nodes: NodeFactory) -> None:
+    test_nodes(6)  # two nodes in each of zone-a, zone-b, zone-c
+    _deploy(kube_api, namespace, "frontend", 6, "1", "production")
+    pods = _bound(kube_api, namespace, "app=frontend", 6)
+    zones = collections.Counter(_zone_of(kube_api)[p.spec.node_name] for p in pods)
+    assert zones == {"zone-a": 2, "zone-b": 2, "zone-c": 2}, f"production pods not spread by zone: {zones}"
+    nodes = collections.Counter(p.spec.node_name for p in pods)
+    assert max(nodes.values()) == 1, f"production pods should each get their own node (least allocated): {nodes}"
+
+
+def test_batch_pods_pack_onto_the_fewest_nodes(kube_api: client.ApiClient, namespace: str,
+                                               test_nodes: NodeFactory) -> None:
+    test_nodes(6)
+    # Eight 1-CPU batch tasks fit on one 8-CPU node; Borg's best fit packs them (less stranding),
+    # where stock Kubernetes' least-allocated scoring would put one on every node.
+    _deploy(kube_api, namespace, "crunch", 8, "1", "batch")
+    pods = _bound(kube_api, namespace, "app=crunch", 8)
+    used_nodes = {p.spec.node_name for p in pods}
+    assert len(used_nodes) <= 2, f"batch pods spread over {len(used_nodes)} nodes instead of packing: {used_nodes}"
+
+
+def test_production_pod_preempts_batch_pods_in_a_full_cell(kube_api: client.ApiClient, namespace: str,
+                                                           test_nodes: NodeFactory) -> None:
+    test_nodes(3)
+    _deploy(kube_api, namespace, "filler", 24, "1", "batch")  # 3 nodes x 8 CPU: the cell is full
+    fillers = _bound(kube_api, namespace, "app=filler", 24)
+    filler_uids = {p.metadata.uid for p in fillers}
+    _deploy(kube_api, namespace, "serving", 1, "2", "production")
+
+    def serving_bound() -> list | None:
+        pods = [p for p in _pods(kube_api, namespace, "app=serving") if p.spec.node_name]
+        return pods or None
+
+    serving = wait_for(serving_bound, 90, what="the production pod to preempt batch pods and bind")
+    assert serving[0].spec.node_name.startswith(namespace)
+    remaining = {p.metadata.uid for p in _pods(kube_api, namespace, "app=filler")}
+    preempted = filler_uids - remaining
+    assert len(preempted) >= 2, "a 2-CPU production pod in a full cell needs two 1-CPU batch victims"
+
+
+def test_no_prod_pod_preempts_a_prod_pod(local_cell: LocalCell, kube_api: client.ApiClient, namespace: str,
+                                         test_nodes: NodeFactory) -> None:
+    test_nodes(3)
+    _deploy(kube_api, namespace, "incumbent", 6, "4", "production")  # two per node: full
+    incumbents = _bound(kube_api, namespace, "app=incumbent", 6)
+    before = {p.metadata.uid for p in incumbents}
+    _deploy(kube_api, namespace, "newcomer", 1, "2", "production")
+    _deploy(kube_api, namespace, "watcher", 1, "2", "monitoring")
+
+    def both_unschedulable() -> list[tuple[str, str]] | None:
+        found = []
+        for app_name in ("newcomer", "watcher"):
+            pods = _pods(kube_api, namespace, f"app={app_name}")
+            if not pods:
+                return None
+            message = _pod_scheduled_message(kube_api, namespace, pods[0].metadata.name)
+            if not message:
+                return None
+            found.append((pods[0].metadata.name, message))
+        return found
+
+    pending = wait_for(both_unschedulable, 60, what="newcomer and watcher to be reported unschedulable")
+    time.sleep(5)  # give preemption every chance to (wrongly) happen
+    after = {p.metadata.uid for p in _pods(kube_api, namespace, "app=incumbent")}
+    assert after == before, "a prod pod was preempted by a prod pod (R1 broken)"
+    for app_name in ("newcomer", "watcher"):
+        pod = _pods(kube_api, namespace, f"app={app_name}")[0]
+        assert not pod.spec.node_name, f"{app_name} was bound although the cell is full of prod pods"
+
+    newcomer = pending[0][0]
+    result = CliRunner().invoke(app, ["why", f"{namespace}/{newcomer}", "--state-dir", str(local_cell.state_dir)])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    for node in (f"{namespace}-1", f"{namespace}-2", f"{namespace}-3"):
+        assert node in text, f"cell why does not mention {node}:\n{text}"
+    assert "cpu" in text.lower(), f"cell why does not name the cpu shortage:\n{text}"
+    assert "prod" in text.lower(), f"cell why does not explain that prod pods cannot be preempted:\n{text}"
+
+
+def test_extender_restart_in_a_burst_loses_no_pod(local_cell: LocalCell, kube_api: client.ApiClient,
+                                                  namespace: str, test_nodes: NodeFactory) -> None:
+    test_nodes(6)
+    _deploy(kube_api, namespace, "burst", 200, "10m", "batch")
+    time.sleep(1.0)
+    local_cell.restart("extender")
+
+    def settled() -> bool:
+        pods = _pods(kube_api, namespace, "app=burst")
+        if len(pods) < 200:
+            return False
+        for pod in pods:
+            if not pod.spec.node_name and not _pod_scheduled_message(kube_api, namespace, pod.metadata.name):
+                return False
+        return True
+
+    wait_for(settled, 180, interval=2, what="all 200 pods bound or pending with a reason")
+    pods = _pods(kube_api, namespace, "app=burst")
+    bound = [p for p in pods if p.spec.node_name]
+    # 200 x 10m fits easily on 6 nodes: once the extender is back every pod must be bound.
+    wait_for(lambda: len([p for p in _pods(kube_api, namespace, "app=burst") if p.spec.node_name]) == 200, 120,
+             interval=2, what="all 200 pods bound after the extender restart")
+    assert len(pods) == 200 and len(bound) <= 200
