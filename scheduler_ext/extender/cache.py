@@ -293,6 +293,9 @@ class Reflector(threading.Thread):
             except WatchExpired:
                 log.info("%s: watch expired, listing again", self.kind)
             except ApiException as exc:
+                if exc.status == 410:
+                    log.info("%s: resource version gone, listing again", self.kind)
+                    continue
                 if exc.status in (403, 404) and self.kind == ALLOCS:
                     # No Alloc CRD (yet), or no right to read it: nothing is reserved; look again later.
                     if self.cache.allocs_available is not False:
