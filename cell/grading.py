@@ -212,7 +212,10 @@ def _request(api: ApiClient, method: str, path: str, query: Sequence[tuple[str, 
     response = api.call_api(verb, url, header_params=header_params, body=payload,
                             _request_timeout=_REQUEST_TIMEOUT)
     response.read()
-    data = json.loads(response.data) if response.data else None
+    try:
+        data = json.loads(response.data) if response.data else None
+    except ValueError:  # e.g. "404 page not found" for a kind the cell does not serve
+        data = {"message": response.data.decode(errors="replace").strip()}
     return response.status, data
 
 
