@@ -351,6 +351,7 @@ def add_students(specs: list[StudentSpec], paths: CellPaths, console: Console | 
             path = write_kubeconfig(kubeconfig_of(paths, spec.name), server, ca.cert_pem, cert, key,
                                     user=spec.name, namespace=spec.name)
             written.append(path)
+            _wait_service_account(api, spec.name)
             console.print(f"student {spec.name}: namespace, BandQuota {spec.name}/{QUOTA_NAME}, RBAC, kubeconfig",
                           highlight=False)
     except (ApiException, OSError) as exc:
@@ -358,6 +359,20 @@ def add_students(specs: list[StudentSpec], paths: CellPaths, console: Console | 
         raise CellError(f"adding student {spec.name} failed: {_api_message(exc)}; "
                         + ("removed what this run created" if created else "nothing new was created")) from None
     return written
+
+
+def _wait_service_account(api: ApiClient, namespace: str, timeout: float = 30.0) -> None:
+    """Pods are refused until the controller-manager made the namespace's default ServiceAccount:
+    wait for it, so the namespace is usable the moment `add` returns."""
+    from kubernetes import client
+
+    deadline = time.monotonic() + timeout
+    core = client.CoreV1Api(api)
+    while not core.list_namespaced_service_account(namespace, _request_timeout=15).items:
+        if time.monotonic() > deadline:
+            raise CellError(f"namespace {namespace} has no default ServiceAccount after {timeout:.0f} s "
+                            "(is kube-controller-manager running? see `cell status`)")
+        time.sleep(0.1)
 
 
 def _undo(api: ApiClient, namespaces: list[str], kubeconfigs: list[Path]) -> None:
