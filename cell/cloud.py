@@ -9,10 +9,10 @@ Every problem is printed with how much is missing; any problem exits non-zero.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -157,19 +157,19 @@ def check_cloud(conn: Connection, stack: StackConfig) -> list[Finding]:
         return [Finding(False, "credentials", f"clouds.yaml credentials rejected: {_first_line(exc)}")]
     findings = [Finding(True, "credentials", f"user {access.username}, project {access.project_name} ({project_id})")]
 
-    image = conn.image.find_image(stack.image, ignore_missing=True)
+    image = _find(conn.image.find_image, stack.image)
     findings.append(Finding(True, "image", f"{stack.image!r} found ({image.id})") if image else
                     Finding(False, "image", f"{stack.image!r} not found in Glance"))
 
     flavors: dict[str, Flavor | None] = {}
     for role, name in (("worker flavor", stack.flavor), ("control plane flavor", stack.control_plane_flavor)):
-        found = conn.compute.find_flavor(name, ignore_missing=True)
+        found = _find(conn.compute.find_flavor, name)
         flavors[role] = Flavor(found.name, int(found.vcpus), int(found.ram)) if found else None
         findings.append(
             Finding(True, role, f"{name!r}: {found.vcpus} vCPU, {found.ram} MiB RAM") if found else
             Finding(False, role, f"{name!r} not found in Nova: cores and RAM quota not checked"))
 
-    network = conn.network.find_network(stack.external_network, ignore_missing=True)
+    network = _find(conn.network.find_network, stack.external_network)
     if network is None:
         findings.append(Finding(False, "external network", f"{stack.external_network!r} not found in Neutron"))
     elif not network.is_router_external:
@@ -215,6 +215,16 @@ def project_quotas(conn: Connection, project_id: str) -> dict[str, Quota]:
         if body:
             quotas[resource] = Quota(int(body["limit"]), int(body.get("used", 0)) + int(body.get("reserved", 0)))
     return quotas
+
+
+def _find(finder: Callable[..., Any], name: str) -> Any:
+    """A resource by name or ID, or None (openstacksdk's find_* raise when told not to ignore)."""
+    from openstack import exceptions as os_exc
+
+    try:
+        return finder(name, ignore_missing=False)
+    except os_exc.NotFoundException:
+        return None
 
 
 def _first_line(exc: BaseException) -> str:
