@@ -116,8 +116,13 @@ def discover_students(api: ApiClient, only: str | None = None) -> list[Student]:
     if only is not None and not _NAME.match(only):
         raise CellError(f"{only!r} is not a valid student name (lowercase letters, digits and '-')")
     namespaces = client.CoreV1Api(api).list_namespace(label_selector=selector, _request_timeout=15).items
-    students = sorted(Student(ns.metadata.labels[STUDENT_LABEL], ns.metadata.name) for ns in namespaces
-                      if ns.metadata.deletion_timestamp is None)
+    students = []
+    for ns in namespaces:
+        meta = ns.metadata
+        if meta is None or meta.deletion_timestamp is not None or not meta.name:
+            continue  # a namespace being deleted is no longer a student's
+        students.append(Student((meta.labels or {}).get(STUDENT_LABEL) or meta.name, meta.name))
+    students.sort()
     if only is not None and not students:
         raise CellError(f"no student named {only!r} (no namespace labelled {STUDENT_LABEL}={only})")
     return students

@@ -33,7 +33,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -197,6 +197,9 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
 }
 
 
+Objects = list[dict[str, Any]]  # (ClusterView.list shadows the builtin inside the class)
+
+
 class GradingError(Exception):
     """The grader could not read what it needed (not the student's fault)."""
 
@@ -211,11 +214,11 @@ def _request(api: ApiClient, method: str, path: str, query: Sequence[tuple[str, 
         auth_settings=["BearerToken"])
     response = api.call_api(verb, url, header_params=header_params, body=payload,
                             _request_timeout=_REQUEST_TIMEOUT)
-    response.read()
+    raw = response.read() or b""
     try:
-        data = json.loads(response.data) if response.data else None
+        data = json.loads(raw) if raw else None
     except ValueError:  # e.g. "404 page not found" for a kind the cell does not serve
-        data = {"message": response.data.decode(errors="replace").strip()}
+        data = {"message": raw.decode(errors="replace").strip()}
     return response.status, data
 
 
@@ -254,7 +257,7 @@ class ClusterView:
         assert obj is not None, f"{kind} {name} not found in namespace {self.namespace}"
         return obj
 
-    def list(self, kind: str, selector: str | None = None) -> list[dict[str, Any]]:
+    def list(self, kind: str, selector: str | None = None) -> Objects:
         """Objects of kind (in the namespace, or cluster-wide for nodes), sorted by name."""
         query = [("labelSelector", selector)] if selector else []
         data = self._get(_path(kind, self.namespace), query)
@@ -263,7 +266,7 @@ class ClusterView:
         items = [{"kind": kind, "apiVersion": api_version, **item} for item in (data or {}).get("items") or []]
         return sorted(items, key=lambda o: o["metadata"]["name"])
 
-    def pods(self, selector: str | None = None) -> list[dict[str, Any]]:
+    def pods(self, selector: str | None = None) -> Objects:
         """Pods that are not being deleted."""
         return [p for p in self.list("Pod", selector) if not p["metadata"].get("deletionTimestamp")]
 
@@ -488,7 +491,8 @@ class GradingPlugin:
                                f"here as {task}")
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]
+                                  ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         if report.when == "call" or (report.when == "setup" and not report.passed):
             student: Student = item.callspec.params["_student"]  # type: ignore[attr-defined]
@@ -718,14 +722,14 @@ def print_table(report: ClassReport, console: Console) -> None:
         table.add_row(s.student, *cells, f"{s.total}/{s.possible}", s.letter)
     console.print(table)
     for s in report.students:
-        lost = [t for t in s.tasks if not t.passed]
+        lost = [graded for graded in s.tasks if not graded.passed]
         if not lost:
             continue
         console.print(f"[bold]{s.student}[/] lost {s.possible - s.total} point(s):", highlight=False)
-        for t in lost:
-            for reason in t.reasons:
-                console.print(f"  task {t.task.number} (-{t.lost}): {reason}", highlight=False, markup=False,
-                              soft_wrap=True)
+        for graded in lost:
+            for reason in graded.reasons:
+                console.print(f"  task {graded.task.number} (-{graded.lost}): {reason}", highlight=False,
+                              markup=False, soft_wrap=True)
     grades = ", ".join(f"{letter} {n}" for letter, n in report.distribution.items())
     console.print(f"mean {report.mean}/{report.possible}; grades: {grades}; graded in {report.seconds} s",
                   highlight=False)
