@@ -148,10 +148,14 @@ def connect(cloud: str | None, clouds_file: Path | None) -> Connection:
 def check_cloud(conn: Connection, stack: StackConfig) -> list[Finding]:
     """Every check, in the order an instructor would fix them; stops early only without credentials."""
     from keystoneauth1 import exceptions as ks_exc
+    from keystoneauth1.identity.base import BaseIdentityPlugin
     from openstack import exceptions as os_exc
 
     try:
-        access = conn.session.auth.get_access(conn.session)
+        auth = conn.session.auth
+        if not isinstance(auth, BaseIdentityPlugin):
+            return [Finding(False, "credentials", "clouds.yaml names no credentials (auth:) for this cloud")]
+        access = auth.get_access(conn.session)
         project_id = str(access.project_id)
     except (ks_exc.ClientException, os_exc.SDKException) as exc:
         return [Finding(False, "credentials", f"clouds.yaml credentials rejected: {_first_line(exc)}")]

@@ -48,7 +48,7 @@ class BootstrapError(RuntimeError):
 class PlaybookRunner(Protocol):
     """Runs one playbook of `playbooks/` against an inventory; raises BootstrapError on failure."""
 
-    def __call__(self, playbook: str, inventory: Mapping[str, Any], extravars: Mapping[str, Any]) -> None: ...
+    def __call__(self, playbook: str, inventory: Mapping[str, Any], extravars: Mapping[str, Any], /) -> None: ...
 
 
 # --- pure decisions -------------------------------------------------------------------------------

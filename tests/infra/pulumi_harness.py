@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 
 from infra.config import StackConfig, parse_config
@@ -82,10 +82,10 @@ class CellMocks(pulumi.runtime.Mocks):
             self.resources.append(Registered(args.typ, args.name, resource_id, dict(args.inputs), state))
         return resource_id, state
 
-    def call(self, args: MockCallArgs) -> dict[str, Any]:
+    def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         self.calls.append(args)
         if args.token == "openstack:networking/getNetwork:getNetwork":
-            return {"id": EXTERNAL_NETWORK_ID, "name": args.args["name"], "external": True}
+            return {"id": EXTERNAL_NETWORK_ID, "name": args.args["name"], "external": True}, []
         raise AssertionError(f"unexpected invoke {args.token}")
 
 

@@ -110,6 +110,7 @@ def test_create_runs_site_and_returns_the_kubeconfigs() -> None:
     assert Path(extravars["cell_source_dir"], "pyproject.toml").is_file()
     assert not Path(extravars["cell_artifacts_dir"]).exists()  # the secret does not stay on disk
     assert result.id == "lab"
+    assert result.outs is not None
     assert result.outs["kubeconfig"] == "apiVersion: v1\nkind: Config\n"
     assert result.outs["studentKubeconfigs"] == {"alice": "alice's\n"}
     assert result.outs["inventory"] == inventory(TWO_WORKERS)
@@ -124,7 +125,7 @@ def test_removing_a_worker_drains_it_before_the_main_run() -> None:
     assert drain_run[1] == old["inventory"]          # the control plane as the old inventory knows it
     assert drain_run[2] == {"drain_nodes": ["lab-worker-2"]}
     assert site_run[1] == new["inventory"]
-    assert result.outs["kubeconfig"].startswith("apiVersion")
+    assert result.outs is not None and result.outs["kubeconfig"].startswith("apiVersion")
 
 
 def test_an_update_without_departures_only_converges() -> None:

@@ -55,7 +55,7 @@ def expected_counts(workers: int, cidrs: int) -> Counter[str]:
     [{"name": "lab", "workers": 3}],
     [{"name": "lab-a", "workers": 1}, {"name": "lab-b", "workers": 2}, {"name": "lab-c", "workers": 5}],
 ], ids=["one-cluster", "three-clusters"])
-def test_resource_counts_per_cluster(clusters: list[dict[str, object]]) -> None:
+def test_resource_counts_per_cluster(clusters: list[dict[str, Any]]) -> None:
     run = run_program(stack_config(clusters=clusters))
     cidrs = len(BASE_CONFIG["allowedCidrs"])
 
@@ -235,12 +235,12 @@ def test_without_bootstrap_there_is_no_ansible_and_no_kubeconfig() -> None:
     ({"cell:flavour": "m1.large"}, "cell:flavour: unknown key"),
 ])
 def test_invalid_config_stops_the_program_naming_the_key(config: dict[str, str | None], message: str) -> None:
-    values = {f"cell:{key}": value if isinstance(value, str) else json.dumps(value)
+    values: dict[str, str | None] = {f"cell:{key}": value if isinstance(value, str) else json.dumps(value)
               for key, value in BASE_CONFIG.items()}
     values.update(config)
     mocks = CellMocks()
     pulumi.runtime.set_mocks(mocks, preview=False, monitor=RecordingMonitor(mocks))
-    pulumi.runtime.set_all_config({key: value for key, value in values.items() if value is not None})
+    pulumi.runtime.set_all_config({key: str(value) for key, value in values.items() if value is not None})
     try:
         with pytest.raises(pulumi.RunError, match="invalid stack configuration") as raised:
             program.main()
