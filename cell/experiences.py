@@ -293,8 +293,9 @@ def apply_experience(
             stage = "nothing applied" if dry_run else "some namespaces were updated; run it again"
             raise CellError(f"experience {name} for student {first.name}{more}: {error} ({stage})")
     if console is not None:
-        console.print(f"experience {name} applied for {len(students)} student(s): "
-                      + ", ".join(s.name for s in students), highlight=False, soft_wrap=True)
+        names = ", ".join(s.name for s in students[:10]) + (", ..." if len(students) > 10 else "")
+        console.print(f"experience {name} applied for {len(students)} student(s): {names}", highlight=False,
+                      soft_wrap=True)
     return students
 
 
