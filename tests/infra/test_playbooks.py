@@ -6,6 +6,7 @@ Nothing here touches this machine's system: the node role runs for real in a lat
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -233,9 +234,14 @@ def test_join_configuration_comes_from_the_printed_join_command() -> None:
         join["nodeRegistration"]["kubeletExtraArgs"])
 
 
-def test_students_get_namespace_quota_and_binding() -> None:
-    rendered = _render("students", "students.yaml.j2", _variables("students", cell_students=["alice", "bob"]))
-    documents = [d for d in yaml.safe_load_all(rendered) if d]
+def test_students_are_onboarded_with_cells_own_manifests() -> None:
+    """The students role renders with the installed Cell package; here, with the project's."""
+    script = (ROLES / "students" / "files" / "student_manifests.py").read_text()
+    result = subprocess.run([sys.executable, "-c", script, "alice", "bob"], capture_output=True, text=True,
+                            timeout=60, check=True, cwd=REPO)
+    listed = json.loads(result.stdout)
+    assert listed["kind"] == "List"
+    documents = listed["items"]
     assert [(d["kind"], d["metadata"].get("namespace", d["metadata"]["name"])) for d in documents] == [
         ("Namespace", "alice"), ("BandQuota", "alice"), ("RoleBinding", "alice"),
         ("Namespace", "bob"), ("BandQuota", "bob"), ("RoleBinding", "bob")]
@@ -244,7 +250,9 @@ def test_students_get_namespace_quota_and_binding() -> None:
     # SPEC Q8: the course's default quota; best-effort unlimited by omission.
     assert quota["spec"]["bands"] == {"production": {"cpu": "2", "memory": "2Gi"},
                                       "batch": {"cpu": "4", "memory": "4Gi"}}
+    assert binding["roleRef"]["name"] == "cell:student"  # cluster/base/rbac-students.yaml
     assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]
+    assert _load(ROLES / "students" / "defaults" / "main.yml")["students_org"] == "cell:students"
 
 
 def test_extension_units_run_the_same_commands_as_the_local_cell() -> None:
