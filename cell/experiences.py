@@ -130,20 +130,26 @@ def discover_students(api: ApiClient, only: str | None = None) -> list[Student]:
 
 def connect(kubeconfig: Path) -> ApiClient:
     """An admin API client that has answered once, or one line saying why the cluster is unreachable."""
-    from kubernetes import client
 
     from cell.kube import api_client
 
     api = api_client(kubeconfig)
     api.configuration.retries = 1  # fail in seconds, not after urllib3's default back-off
+    probe(api, f"the admin credentials of {kubeconfig}")
+    return api
+
+
+def probe(api: ApiClient, credentials: str = "the credentials") -> None:
+    """One cheap request; a one-line CellError if the cluster does not answer or refuses us."""
+    from kubernetes import client
+
     try:
         client.VersionApi(api).get_code(_request_timeout=(5, 10))
     except client.ApiException as exc:
-        raise CellError(f"the cluster at {api.configuration.host} refused the admin credentials of "
-                        f"{kubeconfig}: {exc.status} {exc.reason}") from None
+        raise CellError(f"the cluster at {api.configuration.host} refused {credentials}: "
+                        f"{exc.status} {exc.reason}") from None
     except Exception as exc:  # urllib3 wraps refusals, timeouts and TLS failures in many types
         raise CellError(f"cannot reach the cluster at {api.configuration.host}: {_root_cause(exc)}") from None
-    return api
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -45,7 +45,7 @@ import pytest
 import typer
 
 from cell.errors import CellError
-from cell.experiences import Experience, Student, course_images, discover_students, find_experience
+from cell.experiences import Experience, Student, course_images, discover_students, find_experience, probe
 from scheduler_ext.policy.resources import Resources
 
 if TYPE_CHECKING:
@@ -588,7 +588,11 @@ def grade(name: str, *, api: ApiClient, student: str | None = None) -> ClassRepo
     students = discover_students(api, student)
     if not students:
         raise CellError("no students in the cell yet (add them with `cell students add NAME...`)")
-    return run_checks(experience, students, api)
+    report = run_checks(experience, students, api)
+    if any(reason.startswith("could not be checked") for s in report.students for t in s.tasks
+           for reason in t.reasons):
+        probe(api)  # a cluster lost half-way is one clear error, not a class of failed checks
+    return report
 
 
 # --- reports -------------------------------------------------------------------------------------

@@ -236,3 +236,20 @@ def test_cluster_view_reads_and_names_what_is_missing() -> None:
         view.require("Job", "nope")
     with pytest.raises(grading.GradingError, match="cannot read kind 'Gadget'"):
         view.get("Gadget", "x")
+
+
+def test_a_cluster_lost_during_grading_is_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    unreadable = grading.build_report("exp1-orchestration", [grading.Task(1, "T", 2)], STUDENTS, {
+        s.name: [grading.CheckResult("test_t", 1, False, "could not be checked (MaxRetryError: refused)")]
+        for s in STUDENTS})
+    monkeypatch.setattr(grading, "discover_students", lambda api, only=None: STUDENTS)
+    monkeypatch.setattr(grading, "run_checks", lambda experience, students, api: unreadable)
+
+    def unreachable(api: object) -> None:
+        raise CellError("cannot reach the cluster at https://127.0.0.1:6443: [Errno 111] Connection refused")
+
+    monkeypatch.setattr(grading, "probe", unreachable)
+    with pytest.raises(CellError, match=r"^cannot reach the cluster"):
+        grading.grade("exp1-orchestration", api=None)  # type: ignore[arg-type]
+    monkeypatch.setattr(grading, "probe", lambda api: None)  # reachable: the reasons stand
+    assert grading.grade("exp1-orchestration", api=None) is unreadable  # type: ignore[arg-type]
