@@ -214,7 +214,7 @@ class LocalCell:
                 f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
                 "--use-service-account-credentials=true", "--leader-elect=false",
                 f"--service-cluster-ip-range={SERVICE_CIDR}", "--allocate-node-cidrs=false",
-                "--node-monitor-grace-period=20s", "--kube-api-qps=200", "--kube-api-burst=400",
+                "--kube-api-qps=200", "--kube-api-burst=400",
                 "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10", "--v=1",
             ], f"https://127.0.0.1:{ports['controller_manager']}/healthz", "insecure"),
         ]
@@ -237,7 +237,7 @@ class LocalCell:
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             f"--config={bins / upstream.KWOK_STAGES_FILE}", "--node-lease-duration-seconds=40",
             f"--cidr={POD_CIDR}", "--node-ip=10.0.0.1",
-            f"--server-address=127.0.0.1:{ports['kwok']}",
+            f"--server-address=127.0.0.1:{ports['kwok']}", "--v=WARN",
         ], f"http://127.0.0.1:{ports['kwok']}/healthz"))
         if "webhook" in extensions:
             comps.append(Component("webhook", [

@@ -1,0 +1,201 @@
+"""`make bench-scheduler`: stock kube-scheduler vs kube-scheduler + Cell's extender, side by side.
+
+One local cell with 1,000 KWOK nodes. The same 3,000 pods are scheduled twice in one run:
+1. by a stock kube-scheduler (schedulerName stock-scheduler, default plugins, no extender);
+2. by the cell's own scheduler, which calls the Borg extender (filter, prioritize, preempt).
+Each time the pods are created while their scheduler is stopped, then the scheduler is started and
+a watch records when each pod gets its node; throughput is pods/s between the first and last
+binding, so pod creation and informer start-up are not measured. The extender's p50/p99 per verb
+come from its Prometheus histogram (interpolated within buckets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from string import Template
+
+from kubernetes import client, watch
+from rich.console import Console
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from cell import localcell  # noqa: E402
+from cell.localcell import CLUSTER_DIR, LocalCell  # noqa: E402
+
+console = Console()
+
+
+def pod_manifest(name: str, scheduler: str, index: int) -> dict:
+    band = ("production", "batch", "batch", "best-effort")[index % 4]
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": f"job-{index % 30}"}},
+        "spec": {
+            "schedulerName": scheduler,
+            "priorityClassName": band,
+            "containers": [{"name": "task", "image": "cell.local/shell:1.0",
+                            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}],
+        },
+    }
+
+
+def create_pods(api: client.ApiClient, namespace: str, scheduler: str, count: int) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": namespace}})
+    deadline = time.monotonic() + 60
+    while not core.list_namespaced_service_account(namespace).items and time.monotonic() < deadline:
+        time.sleep(0.2)  # pods are refused until the controller-manager made the default ServiceAccount
+
+    def create(i: int) -> None:
+        core.create_namespaced_pod(namespace, pod_manifest(f"p-{i:05d}", scheduler, i))
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        list(pool.map(create, range(count)))
+
+
+class BindingClock:
+    """Watches a namespace and timestamps the moment each pod is seen with a node."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, expected: int) -> None:
+        self.times: dict[str, float] = {}
+        self.expected = expected
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(api, namespace), daemon=True)
+        self._thread.start()
+
+    def _run(self, api: client.ApiClient, namespace: str) -> None:
+        core = client.CoreV1Api(api)
+        listing = core.list_namespaced_pod(namespace)
+        for pod in listing.items:
+            if pod.spec.node_name:
+                self.times.setdefault(pod.metadata.name, time.monotonic())
+        stream = watch.Watch().stream(core.list_namespaced_pod, namespace,
+                                      resource_version=listing.metadata.resource_version, timeout_seconds=900)
+        for event in stream:
+            pod = event["object"]
+            if pod.spec.node_name and pod.metadata.name not in self.times:
+                self.times[pod.metadata.name] = time.monotonic()
+                if len(self.times) >= self.expected:
+                    self.done.set()
+                    return
+
+    def throughput(self, api: client.ApiClient, namespace: str, timeout: float) -> tuple[float, float, int]:
+        core = client.CoreV1Api(api)
+        deadline = time.monotonic() + timeout
+        # Done when every pod was seen bound, or no unbound pod is left (a pod may be evicted meanwhile).
+        while not self.done.wait(2.0) and time.monotonic() < deadline:
+            if not core.list_namespaced_pod(namespace, field_selector="spec.nodeName=", limit=1).items:
+                time.sleep(1.0)  # let the watch deliver the last bindings
+                break
+        stamps = sorted(self.times.values())
+        if len(stamps) < 2:
+            return 0.0, 0.0, len(stamps)
+        span = stamps[-1] - stamps[0]
+        return (len(stamps) - 1) / span if span > 0 else float("inf"), span, len(stamps)
+
+
+def histogram(metrics_url: str) -> dict[str, list[tuple[float, float]]]:
+    """verb -> cumulative buckets [(le, count)] of cell_extender_request_duration_seconds."""
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for line in text.splitlines():
+        if line.startswith("cell_extender_request_duration_seconds_bucket{"):
+            labels, value = line.rsplit(" ", 1)
+            parts = dict(item.split("=", 1) for item in labels[labels.index("{") + 1:-1].split(","))
+            verb, le = parts["verb"].strip('"'), parts["le"].strip('"')
+            buckets.setdefault(verb, []).append((float("inf") if le == "+Inf" else float(le), float(value)))
+    return {verb: sorted(values) for verb, values in buckets.items()}
+
+
+def quantile(before: list[tuple[float, float]], after: list[tuple[float, float]], q: float) -> float:
+    """q-quantile of the requests between two scrapes, linear within the bucket (Prometheus' way)."""
+    base = dict(before)
+    delta = [(le, count - base.get(le, 0.0)) for le, count in after]
+    total = delta[-1][1]
+    if total <= 0:
+        return float("nan")
+    rank = q * total
+    lower_le, lower_count = 0.0, 0.0
+    for le, count in delta:
+        if count >= rank:
+            if le == float("inf"):
+                return lower_le
+            return lower_le + (le - lower_le) * (rank - lower_count) / max(count - lower_count, 1e-9)
+        lower_le, lower_count = le, count
+    return lower_le
+
+
+def start_stock_scheduler(cell: LocalCell) -> subprocess.Popen:
+    config = Template((CLUSTER_DIR / "scheduler" / "kube-scheduler-stock.yaml").read_text()).safe_substitute(
+        KUBECONFIG=str(cell.paths.component_kubeconfig("kube-scheduler")))
+    path = cell.paths.root / "stock-scheduler.yaml"
+    path.write_text(config)
+    log = cell.paths.log("stock-scheduler").open("ab")
+    return subprocess.Popen([str(cell.bin_dir / "kube-scheduler"), f"--config={path}",
+                             f"--secure-port={localcell.free_port()}", "--bind-address=127.0.0.1",
+                             f"--authentication-kubeconfig={cell.paths.component_kubeconfig('kube-scheduler')}",
+                             f"--authorization-kubeconfig={cell.paths.component_kubeconfig('kube-scheduler')}"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--pods", type=int, default=3000)
+    args = parser.parse_args()
+
+    state = Path(tempfile.mkdtemp(prefix="cell-bench-")) / "state"
+    os.environ["CELL_WITHOUT"] = "webhook,operator"  # admission is benchmarked on its own
+    console.print(f"standing up a cell with {args.nodes} KWOK nodes ...")
+    localcell.up(nodes=args.nodes, state_dir=state, console=Console(stderr=True))
+    cell = LocalCell(state)
+    api = cell.api()
+    metrics_url = f"http://127.0.0.1:{cell.port('extender')}/metrics"
+    try:
+        # 1. stock: pods first, then the scheduler.
+        create_pods(api, "bench-stock", "stock-scheduler", args.pods)
+        clock = BindingClock(api, "bench-stock", args.pods)
+        stock = start_stock_scheduler(cell)
+        stock_rate, stock_span, stock_bound = clock.throughput(api, "bench-stock", 600)
+        stock.terminate()
+        stock.wait(30)
+        client.CoreV1Api(api).delete_namespace("bench-stock")
+
+        # 2. the cell's scheduler with the Borg extender.
+        cell.stop("kube-scheduler")
+        create_pods(api, "bench-borg", "default-scheduler", args.pods)
+        before = histogram(metrics_url)
+        clock = BindingClock(api, "bench-borg", args.pods)
+        cell.start("kube-scheduler")
+        borg_rate, borg_span, borg_bound = clock.throughput(api, "bench-borg", 600)
+        after = histogram(metrics_url)
+    finally:
+        localcell.down(state_dir=state, console=Console(stderr=True))
+
+    console.print(f"\n[bold]bench-scheduler[/]: {args.nodes} KWOK nodes, {args.pods} pods "
+                  "(100m/128Mi; production, batch, batch, best-effort)")
+    console.print(f"stock kube-scheduler      : {stock_bound} bound in {stock_span:.1f} s = {stock_rate:.0f} pods/s")
+    console.print(f"kube-scheduler + extender : {borg_bound} bound in {borg_span:.1f} s = {borg_rate:.0f} pods/s")
+    ratio = borg_rate / stock_rate if stock_rate else 0.0
+    console.print(f"ratio extender/stock      : {ratio:.2f} (target >= 0.80)")
+    for verb in ("filter", "prioritize", "preempt"):
+        if verb in after:
+            p50 = quantile(before.get(verb, []), after[verb], 0.50) * 1000
+            p99 = quantile(before.get(verb, []), after[verb], 0.99) * 1000
+            count = after[verb][-1][1] - dict(before.get(verb, [])).get(float("inf"), 0.0)
+            console.print(f"extender {verb:<10}: {count:.0f} calls, p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    return 0 if min(stock_bound, borg_bound) >= 0.99 * args.pods else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
