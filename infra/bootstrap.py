@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.runtime import rpc
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PLAYBOOK_DIR = PROJECT_ROOT / "playbooks"
@@ -77,13 +78,24 @@ def departed_workers(old_inventory: Mapping[str, Any], new_inventory: Mapping[st
     )
 
 
+def is_unknown(value: Any) -> bool:
+    """Whether a preview has not computed `value` (or part of it) yet."""
+    if isinstance(value, Mapping):
+        return any(is_unknown(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(is_unknown(item) for item in value)
+    return value == rpc.UNKNOWN
+
+
 def diff_bootstrap(olds: Mapping[str, Any], news: Mapping[str, Any]) -> DiffResult:
-    """Replace when the cluster or its control plane is new; update when inventory or versions changed."""
+    """Replace when the cluster or its control plane is new; update when inventory or versions changed.
+    During a preview an inventory not yet known (a VM still to be created) is an update, not a replace."""
+    new_inventory = news.get("inventory")
     replaces = [
         prop for prop, changed in (
             ("cluster", olds.get("cluster") != news.get("cluster")),
-            ("inventory", _control_plane_identity(olds.get("inventory")) !=
-             _control_plane_identity(news.get("inventory"))),
+            ("inventory", not is_unknown(new_inventory) and _control_plane_identity(olds.get("inventory")) !=
+             _control_plane_identity(new_inventory)),
         ) if changed
     ]
     changed = [prop for prop in ("cluster", "inventory", "versions") if olds.get(prop) != news.get(prop)]
@@ -96,7 +108,9 @@ def check_inputs(news: Mapping[str, Any]) -> list[CheckFailure]:
     if not isinstance(news.get("cluster"), str) or not news.get("cluster"):
         failures.append(CheckFailure("cluster", "must name the cluster"))
     inventory = news.get("inventory")
-    if not isinstance(inventory, Mapping):
+    if is_unknown(inventory):
+        pass  # a preview: checked again once the VMs exist
+    elif not isinstance(inventory, Mapping):
         failures.append(CheckFailure("inventory", "must be an inventory mapping (all.children...)"))
     elif len(group_hosts(inventory, CONTROL_PLANE_GROUP)) != 1:
         failures.append(CheckFailure("inventory", f"group {CONTROL_PLANE_GROUP} must hold exactly one host"))

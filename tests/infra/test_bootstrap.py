@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pulumi.runtime import rpc
 
 from infra.bootstrap import (
     DRAIN_PLAYBOOK,
@@ -80,6 +81,16 @@ def test_diff_updates_on_change_and_replaces_for_a_new_control_plane(
     assert result.changes is changes
     assert result.replaces == replaces
     assert result.delete_before_replace is False
+
+
+def test_a_preview_with_an_unknown_inventory_is_an_update() -> None:
+    unknown = props(inventory=rpc.UNKNOWN)
+    result = diff_bootstrap(props(), unknown)
+    assert result.changes is True and result.replaces == []
+    partly = props()
+    partly["inventory"]["all"]["children"]["workers"]["hosts"]["lab-worker-3"] = {"ansible_host": rpc.UNKNOWN}
+    assert diff_bootstrap(props(), partly).replaces == []
+    assert check_inputs(unknown) == []
 
 
 def test_a_new_floating_ip_alone_is_an_update_not_a_new_cluster() -> None:

@@ -273,3 +273,35 @@ def test_extension_units_run_the_same_commands_as_the_local_cell() -> None:
         "operator": f"{python}operator {kubeconfig} --health-port 10264",
     }
     assert all("User=cell-extensions" in unit for unit in units.values())
+
+
+@pytest.mark.parametrize(("version", "minor", "pin"), [
+    ("1.34", "1.34", ""),
+    ("1.34.2", "1.34", "=1.34.2-*"),
+    ("v1.35.0", "1.35", "=1.35.0-*"),
+])
+def test_the_kubernetes_version_selects_repository_and_pin(version: str, minor: str, pin: str) -> None:
+    variables = _variables("node", cell_kubernetes_version=version)
+    templar = Templar(loader=DataLoader(), variables=variables)
+    assert templar.template(trust_as_template("{{ node_kubernetes_minor }}")) == minor
+    assert templar.template(trust_as_template("{{ node_package_version }}")) == pin
+    packages = templar.template(trust_as_template(
+        "{{ node_packages | map('regex_replace', '$', node_package_version) | list }}"))
+    assert packages == [f"kubelet{pin}", f"kubeadm{pin}", f"kubectl{pin}"]
+
+
+def test_the_exported_kubeconfig_names_the_public_address() -> None:
+    """The control_plane role's export task, as written, rewrites admin.conf's server."""
+    import base64
+
+    tasks = _load(ROLES / "control_plane" / "tasks" / "kubeconfig.yml")
+    (write,) = [task for task in tasks if "ansible.builtin.copy" in task]
+    admin_conf = ("apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0E=\n"
+                  "    server: https://10.10.0.10:6443\n  name: lab\nkind: Config\n")
+    variables = _variables("control_plane", node_ip="10.10.0.10", control_plane_address="10.10.0.10",
+                           control_plane_public_address="198.51.100.10",
+                           control_plane_admin_kubeconfig={"content": base64.b64encode(admin_conf.encode()).decode()})
+    rendered = Templar(loader=DataLoader(), variables=variables).template(
+        trust_as_template(write["ansible.builtin.copy"]["content"]))
+    assert rendered == admin_conf.replace("https://10.10.0.10:6443", "https://198.51.100.10:6443")
+    assert write["no_log"] is True and write["delegate_to"] == "localhost"
