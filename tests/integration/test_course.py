@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -176,3 +177,25 @@ def test_experience_apply_for_an_unknown_student_changes_nothing(local_cell: Loc
     assert result.returncode == 1
     assert result.stderr.strip() == ("error: no student named 'nobody-here' "
                                      "(no namespace labelled cell.distos.dev/student=nobody-here)")
+
+
+def test_a_manifest_the_cluster_refuses_leaves_every_namespace_untouched(
+        local_cell: LocalCell, kube_api: client.ApiClient, tmp_path: Path) -> None:
+    _setup("exp1-orchestration", local_cell.state_dir)
+    bad = tmp_path / "exp-bad"
+    (bad / "grading").mkdir(parents=True)
+    (bad / "kustomization.yaml").write_text("resources: [objects.yaml]\n")
+    (bad / "objects.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: exp-bad-first}\ndata: {a: b}\n---\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: exp-bad}\n"
+        "spec: {replicas: 1, selector: {matchLabels: {app: x}}, template: {metadata: {labels: {app: y}}, "
+        "spec: {containers: [{name: c, image: cell.local/web:1.0}]}}}\n")
+    result = subprocess.run([sys.executable, "-m", "cell.cli", "experience", "apply", "exp-bad",
+                             "--state-dir", str(local_cell.state_dir)], capture_output=True, text=True, timeout=300,
+                            check=False, env={**os.environ, "CELL_EXPERIENCES_DIR": str(tmp_path)})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: experience exp-bad for student ")
+    assert lines[0].endswith("(nothing applied)")
+    for student in students_of("exp1-orchestration"):
+        assert ClusterView(kube_api, student).get("ConfigMap", "exp-bad-first") is None
