@@ -28,6 +28,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 import sys
 import threading
 import time
@@ -539,7 +540,7 @@ def _forget_modules(grading_dir: Path) -> None:
     a stale copy (or another experience's module of the same file name).
     """
     grading_dir = grading_dir.resolve()
-    stems = {path.stem for path in grading_dir.glob("*.py")}
+    stems = {path.stem for path in grading_dir.glob("test_*.py")}  # never "conftest": the project has one
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
         if name.rsplit(".", 1)[-1] in stems or (file and Path(file).resolve().parent == grading_dir):
@@ -554,7 +555,7 @@ def run_checks(experience: Experience, students: Sequence[Student], api: ApiClie
     plugin = GradingPlugin(students, api, course_images() if images is None else images)
     args = [
         str(experience.grading_dir),
-        "-c", "/dev/null", f"--rootdir={experience.path}",  # not the project's own pytest config
+        "-c", os.devnull, f"--rootdir={experience.path}",  # not the project's own pytest config
         "-q", "-p", "no:cacheprovider", "-p", "no:timeout", "-p", "no:randomly",
         "--assert=plain",            # the assertion message is the reason, as written
         "--import-mode=importlib",   # grading modules never shadow each other or the project's tests
