@@ -18,7 +18,6 @@ playbook runner as a parameter so its create/diff/update logic is tested without
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import tempfile
@@ -277,8 +276,3 @@ def versions_of(kubernetes_version: str) -> dict[str, str]:
         "playbooks": tree_digest(PLAYBOOK_DIR, ["."]),
         "cell": tree_digest(PROJECT_ROOT, [entry for entry in CELL_SOURCES if (PROJECT_ROOT / entry).exists()]),
     }
-
-
-def dump_inventory(inventory: Mapping[str, Any]) -> str:
-    """The inventory as JSON text, for the stack output (Ansible reads JSON inventories as YAML)."""
-    return json.dumps(inventory, indent=2, sort_keys=True)
