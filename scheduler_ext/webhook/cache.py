@@ -176,6 +176,9 @@ class QuotaCache:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._charges: dict[str, dict[ObjectRef, Charge]] = {}
+        # Sum of _charges per namespace, recomputed on the first request after a change: a burst of
+        # admissions between two watch events then costs one sum, not one per request.
+        self._usage: dict[str, dict[Band, Resources]] = {}
         self._workloads: dict[ObjectRef, Charge | None] = {}
         self._quotas: dict[tuple[str, str], BandQuota] = {}
         self._nodes: dict[str, Resources] = {}
@@ -220,6 +223,7 @@ class QuotaCache:
                 for charges in self._charges.values():
                     for ref in [ref for ref in charges if ref.kind == resource.kind]:
                         del charges[ref]
+                self._usage.clear()
                 for ref in [ref for ref in self._workloads if ref.kind == resource.kind]:
                     del self._workloads[ref]
             for item in items:
@@ -258,6 +262,7 @@ class QuotaCache:
                 charges.pop(ref, None)
             else:
                 charges[ref] = charge
+            self._usage.pop(namespace, None)
             if kind in SCALABLE.values():
                 self._workloads[ref] = charge
             self._reserved.get(namespace, {}).pop(ref, None)
@@ -276,6 +281,7 @@ class QuotaCache:
         else:
             ref = ref_of(obj)
             self._charges.get(namespace, {}).pop(ref, None)
+            self._usage.pop(namespace, None)
             self._workloads.pop(ref, None)
             self._reserved.get(namespace, {}).pop(ref, None)
 
@@ -300,16 +306,23 @@ class QuotaCache:
         """What the namespace uses per band, leaving out ref (the object being admitted)."""
         now = self._clock()
         with self._lock:
-            charges = dict(self._charges.get(namespace, {}))
-            reserved = self._reserved.get(namespace, {})
-            for key, (charge, expiry) in list(reserved.items()):
-                if expiry < now:
-                    del reserved[key]
-                else:
-                    charges[key] = charge
-        if ref is not None:
-            charges.pop(ref, None)
-        return usage_by_band(charges.values())
+            charges = self._charges.get(namespace, {})
+            used = self._usage.get(namespace)
+            if used is None:
+                used = self._usage[namespace] = usage_by_band(charges.values())
+            used = dict(used)
+            # Reservations stand in for the stored version of the same object; ref itself is left out.
+            overlay = {key: charge for key, (charge, expiry) in self._reserved.get(namespace, {}).items()
+                       if expiry >= now}
+            for key in [key for key, (_, expiry) in self._reserved.get(namespace, {}).items() if expiry < now]:
+                del self._reserved[namespace][key]
+            replaced = [charges[key] for key in {*overlay, ref} if key is not None and key in charges]
+            added = [charge for key, charge in overlay.items() if key != ref]
+        for charge in replaced:
+            used[charge.band] = used[charge.band] - charge.demand
+        for charge in added:
+            used[charge.band] = used[charge.band] + charge.demand
+        return used
 
     def workload(self, ref: ObjectRef) -> tuple[bool, Charge | None]:
         """(known, charge) of a Deployment/ReplicaSet/StatefulSet; charge None when it is exempt."""

@@ -14,7 +14,10 @@ from typing import Any
 import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from scheduler_ext.policy.workloads import ObjectRef, charge_of, usage_by_band
 from scheduler_ext.webhook.admission import QuotaAdmission
 from scheduler_ext.webhook.cache import BAND_QUOTAS, CHARGED, NODES, QuotaCache, Resource
 from scheduler_ext.webhook.server import make_app
@@ -268,3 +271,36 @@ def test_cache_replace_drops_what_a_relist_no_longer_has(admission: QuotaAdmissi
     cache.replace(deployments, [])
     assert decide(admission, review(deployment("api", replicas=4)))[0]
     assert cache.capacity().cpu == 16_000
+
+
+# --- the cache's incremental usage equals the plain sum ---------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["put", "delete", "reserve", "expire"]),
+                          st.sampled_from(["a", "b", "c"]), st.integers(min_value=0, max_value=4)), max_size=25),
+       st.sampled_from([None, "a", "b", "c"]))
+def test_used_excluding_matches_a_plain_sum(operations: list[tuple[str, str, int]], excluded: str | None) -> None:
+    clock = Clock()
+    cache = QuotaCache(clock=clock)
+    stored: dict[str, dict[str, Any]] = {}
+    reserved: dict[str, tuple[dict[str, Any], float]] = {}
+    for operation, name, replicas in operations:
+        manifest = deployment(name, replicas=replicas)
+        if operation == "put":
+            store(cache, manifest)
+            stored[name] = manifest
+            reserved.pop(name, None)
+        elif operation == "delete":
+            cache.apply(KINDS["Deployment"], "DELETED", manifest)
+            stored.pop(name, None)
+            reserved.pop(name, None)
+        elif operation == "reserve":
+            cache.reserve(charge_of(manifest))  # type: ignore[arg-type]
+            reserved[name] = (manifest, clock.now + 15)
+        else:
+            clock.now += 10
+    current = {**stored, **{n: m for n, (m, expiry) in reserved.items() if expiry >= clock.now}}
+    current.pop(excluded or "", None)
+    expected = usage_by_band(c for c in map(charge_of, current.values()) if c is not None)
+    ref = ObjectRef("Deployment", "alice", excluded) if excluded else None
+    assert cache.used_excluding("alice", ref) == expected
