@@ -8,6 +8,13 @@ policy reads), keep the resourceVersion, and re-list after a 410 Gone.
 Snapshots are cheap: a changed node gets a new `NodeInfo`; unchanged ones are shared, so the
 policy's score cache stays valid for them. Updates that change nothing the policy reads (a pod
 turning Ready, a node heartbeat) change nothing here.
+
+Assumed placements (what kube-scheduler's own cache does with `AssumePod`): the watch shows a
+binding only after kube-scheduler has bound the pod, and the next pods of a burst are scheduled
+before that. So when the extender has told kube-scheduler where a pod goes (prioritize: its pick
+scores 10, see policy `Ranking`; filter: a single feasible node), it books the pod there at once.
+The watch then confirms the assumption (or moves the pod where it really went); an assumption the
+watch never confirms (the binding failed, the pod was deleted) expires after `assume_ttl` seconds.
 """
 
 from __future__ import annotations
@@ -72,10 +79,14 @@ def _manifest(obj: object) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else wire.to_manifest(obj)  # type: ignore[arg-type]
 
 
+ASSUME_TTL = 30.0  # seconds; a binding normally shows in the watch within milliseconds
+ASSUME_OUTCOMES = ("confirmed", "moved", "gone", "expired")
+
+
 class ClusterCache:
     """Nodes, bound active pods and Allocs; thread-safe; `snapshot()` for the policy."""
 
-    def __init__(self) -> None:
+    def __init__(self, assume_ttl: float = ASSUME_TTL, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._bases: dict[str, NodeInfo] = {}  # nodes without their pods
         self._pods: dict[str, PodInfo] = {}  # uid -> pod
@@ -89,6 +100,12 @@ class ClusterCache:
         self._synced = dict.fromkeys(KINDS, False)
         self.allocs_available: bool | None = None  # None: not known yet; False: no Alloc CRD
         self.events = 0
+        # uid -> (node, deadline) of placements the watch has not shown yet; deadlines ascend with
+        # insertion order (one TTL), so expiry looks at the front only.
+        self._assumed: dict[str, tuple[str, float]] = {}
+        self.assume_ttl = assume_ttl
+        self._clock = clock
+        self._outcomes = dict.fromkeys(ASSUME_OUTCOMES, 0)
 
     # --- state ------------------------------------------------------------------------------------
 
@@ -105,6 +122,8 @@ class ClusterCache:
     def snapshot(self) -> CellSnapshot:
         """The current state as an immutable snapshot (rebuilt only for what changed)."""
         with self._lock:
+            if self._assumed:
+                self._expire_assumptions()
             if self._snapshot is not None and not self._dirty:
                 return self._snapshot
             for name in self._dirty:
@@ -126,6 +145,51 @@ class ClusterCache:
         with self._lock:
             return {NODES: len(self._bases), PODS: len(self._pods), ALLOCS: len(self._allocs)}
 
+    # --- assumed placements -------------------------------------------------------------------------
+
+    def assume(self, pod: PodInfo, node: str) -> None:
+        """Book `pod` on `node` now: kube-scheduler is about to bind it there."""
+        with self._lock:
+            if pod.uid in self._pods and pod.uid not in self._assumed:
+                return  # the watch already showed it bound: that is the truth
+            if node not in self._bases:
+                return
+            bound = PodInfo(pod.namespace, pod.name, pod.uid, pod.priority, pod.requests, pod.labels, pod.owner,
+                            node, pod.node_selector)
+            self._delete_pod(pod.uid)
+            self._add_pod(bound)
+            self._assumed.pop(pod.uid, None)  # re-inserted last: deadlines stay in ascending order
+            self._assumed[pod.uid] = (node, self._clock() + self.assume_ttl)
+
+    def assumed(self) -> dict[str, str]:
+        """uid -> node of the placements not confirmed by the watch yet."""
+        with self._lock:
+            return {uid: node for uid, (node, _) in self._assumed.items()}
+
+    @property
+    def assume_outcomes(self) -> dict[str, int]:
+        """How assumptions ended so far (confirmed, moved, gone, expired), and how many are pending."""
+        with self._lock:
+            return {**self._outcomes, "pending": len(self._assumed)}
+
+    def _settle_assumption(self, uid: str, node: str | None) -> None:
+        """The watch said where the pod is (None: gone): the assumption is over."""
+        assumed = self._assumed.pop(uid, None)
+        if assumed is not None:
+            outcome = "gone" if node is None else "confirmed" if node == assumed[0] else "moved"
+            self._outcomes[outcome] += 1
+
+    def _expire_assumptions(self) -> None:
+        now = self._clock()
+        while self._assumed:
+            uid, (_, deadline) = next(iter(self._assumed.items()))
+            if deadline > now:
+                return
+            del self._assumed[uid]
+            self._delete_pod(uid)
+            self._outcomes["expired"] += 1
+            log.info("assumed placement of pod %s expired: no binding seen in %.0f s", uid, self.assume_ttl)
+
     # --- events (plain API dicts) ------------------------------------------------------------------
 
     def replace(self, kind: str, manifests: Iterable[Mapping[str, Any]]) -> None:
@@ -138,7 +202,8 @@ class ClusterCache:
                     self._delete_node(name)
             elif kind == PODS:
                 present = {(m.get("metadata") or {}).get("uid") for m in manifests}
-                for uid in [u for u in self._pods if u not in present]:
+                # Assumed pods are not bound yet, so no list shows them; they expire on their own.
+                for uid in [u for u in self._pods if u not in present and u not in self._assumed]:
                     self._delete_pod(uid)
             elif kind == ALLOCS:
                 present = {_alloc_key(m) for m in manifests}
@@ -181,19 +246,20 @@ class ClusterCache:
         elif kind == PODS:
             uid = meta.get("uid", "")
             if event_type == "DELETED" or not PodInfo.is_active(manifest):
+                self._settle_assumption(uid, None)
                 self._delete_pod(uid)
                 return
             pod = PodInfo.from_manifest(manifest)
             if not pod.node_name:
+                self._settle_assumption(uid, None)
                 self._delete_pod(uid)
                 return
+            self._settle_assumption(uid, pod.node_name)
             old_pod = self._pods.get(uid)
             if old_pod is not None and _pod_fingerprint(old_pod) == _pod_fingerprint(pod):
                 return
             self._delete_pod(uid)
-            self._pods[uid] = pod
-            self._pods_by_node.setdefault(pod.node_name, {})[uid] = pod
-            self._dirty.add(pod.node_name)
+            self._add_pod(pod)
         elif kind == ALLOCS:
             key = _alloc_key(manifest)
             if event_type == "DELETED":
@@ -211,6 +277,11 @@ class ClusterCache:
     def _delete_node(self, name: str) -> None:
         if self._bases.pop(name, None) is not None:
             self._dirty.add(name)
+
+    def _add_pod(self, pod: PodInfo) -> None:
+        self._pods[pod.uid] = pod
+        self._pods_by_node.setdefault(pod.node_name or "", {})[pod.uid] = pod
+        self._dirty.add(pod.node_name or "")
 
     def _delete_pod(self, uid: str) -> None:
         old = self._pods.pop(uid, None)

@@ -40,6 +40,11 @@ class SnapshotSource(Protocol):
 
     def counts(self) -> dict[str, int]: ...
 
+    def assume(self, pod: PodInfo, node: str) -> None: ...
+
+    @property
+    def assume_outcomes(self) -> dict[str, int]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class WhyRecord:
@@ -99,6 +104,12 @@ class Metrics:
                                    registry=registry)
         self.score_cache = Gauge("cell_extender_score_cache_lookups", "Score cache lookups since start.",
                                  ["result"], registry=registry)
+        self.assumptions = Gauge("cell_extender_assumed_placements",
+                                 "Placements assumed before the binding was seen, by how the watch settled them.",
+                                 ["outcome"], registry=registry)
+        self.preempt_dropped = Counter("cell_extender_preempt_nodes_dropped",
+                                       "Nodes taken out of kube-scheduler's preemption proposals, by reason.",
+                                       ["reason"], registry=registry)
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -143,6 +154,9 @@ class ExtenderServer:
         for name, message in result.failed.items():
             (failed if result.verdicts[name].resolvable else unresolvable)[name] = message
         feasible = list(result.feasible)
+        if len(feasible) == 1:
+            # kube-scheduler takes a lone feasible node without asking prioritize: book it now.
+            self.source.assume(pod, feasible[0])
         node_list = wire.filtered_node_list(args, set(feasible))
         return _json(wire.ExtenderFilterResult(
             nodes=node_list,
@@ -157,8 +171,11 @@ class ExtenderServer:
         if not self.source.synced:
             return _json([wire.HostPriority(name, 0) for name in names])
         pod = wire.pod_info(args.pod)
-        scores = self.scheduler.scores(pod, self.source.snapshot(), names)
-        return _json([wire.HostPriority(name, score) for name, score in scores.items()])
+        ranking = self.scheduler.rank(pod, self.source.snapshot(), names)
+        if ranking.best is not None:
+            # Cell's pick scores 10 and every other node at most 9, so kube-scheduler binds it there.
+            self.source.assume(pod, ranking.best)
+        return _json([wire.HostPriority(name, score) for name, score in ranking.wire(names).items()])
 
     async def preempt(self, request: web.Request) -> web.Response:
         args = wire.decode_preemption_args(await request.read())
@@ -167,8 +184,12 @@ class ExtenderServer:
         proposals: dict[str, tuple[list[PodInfo], int]] = {}
         if args.node_name_to_meta_victims is not None:
             for name, meta in args.node_name_to_meta_victims.items():
-                # Victims the cache does not know cannot be checked against R1: they are not taken.
                 known = [p for p in (snapshot.find_pod(m.uid) for m in meta.pods) if p is not None]
+                if len(known) < len(meta.pods):
+                    # A victim Cell does not know cannot be checked against R1, and a cache that lags
+                    # behind kube-scheduler may think the pod fits: offer nothing on this node.
+                    self._drop(pod, name, "unknown-victims", "proposed victims not in Cell's cache yet")
+                    continue
                 proposals[name] = (known, meta.num_pdb_violations)
         elif args.node_name_to_victims is not None:
             for name, full in args.node_name_to_victims.items():
@@ -177,14 +198,24 @@ class ExtenderServer:
         for name, (proposed, pdb) in proposals.items():
             node = snapshot.nodes.get(name)
             if node is None:
-                log.debug("preempt %s: node %s not in cache, dropped", pod.key, name)
+                self._drop(pod, name, "unknown-node", "node not in Cell's cache")
                 continue
             victims, verdict = vet_victims(pod, snapshot, node, proposed, pdb)
-            log.debug("preempt %s on %s: %s", pod.key, name, verdict.message)
-            if victims is not None:
+            if victims is None:
+                self._drop(pod, name, "no-allowed-victims", verdict.message)
+            elif not victims.pods:
+                # kube-scheduler rejects a node without victims; Cell's view says the pod fits there
+                # as is, which means the two caches disagree: let the next scheduling cycle decide.
+                self._drop(pod, name, "no-victims-needed", verdict.message)
+            else:
+                log.debug("preempt %s on %s: %s", pod.key, name, verdict.message)
                 result[name] = wire.MetaVictims([wire.MetaPod(p.uid) for p in victims.pods],
                                                 victims.num_pdb_violations)
         return _json(wire.ExtenderPreemptionResult(result))
+
+    def _drop(self, pod: PodInfo, node: str, reason: str, message: str) -> None:
+        self.metrics.preempt_dropped.labels(reason).inc()
+        log.debug("preempt %s: node %s dropped: %s", pod.key, node, message)
 
     async def why(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["pod"]
@@ -201,6 +232,8 @@ class ExtenderServer:
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
         for kind, count in self.source.counts().items():
             self.metrics.cache_objects.labels(kind).set(count)
+        for outcome, count in self.source.assume_outcomes.items():
+            self.metrics.assumptions.labels(outcome).set(count)
         cache = self.scheduler.cache
         if cache is not None:
             self.metrics.score_cache.labels("hit").set(cache.hits)

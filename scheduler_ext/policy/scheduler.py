@@ -10,6 +10,12 @@
 
 The job-spread part of a score depends on the job's other pods, so it is never cached: it is
 read from the snapshot's memoized per-job domain counts.
+
+Scores reach kube-scheduler as integers 0..10 (`Ranking.wire`): the node Cell would pick gets 10 and
+every other node its score scaled into 0..9. kube-scheduler adds the extender's score to its own
+plugins' and takes the highest, so Cell's pick wins unless a user preference (affinity) outweighs
+it, and ties among equally good nodes are broken here, the way `schedule` breaks them. That is
+what lets the extender assume where a pod goes before the binding is seen (extender/cache.py).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from functools import partial
 from scheduler_ext.policy.feasibility import Verdict, check_node, node_ledger
 from scheduler_ext.policy.model import CellSnapshot, NodeInfo, PodInfo
 from scheduler_ext.policy.resources import Resources
-from scheduler_ext.policy.scoring import combine, resource_score, spread_score
+from scheduler_ext.policy.scoring import MAX_SCORE, combine, resource_score, spread_score
 
 NOT_EXAMINED = Verdict(False, ("not examined: enough feasible nodes were found first (relaxed randomization)",))
 UNKNOWN_NODE = Verdict(False, ("node not (yet) known to Cell's scheduler cache",))
@@ -116,6 +122,26 @@ class FilterResult:
         return {**self.verdicts, **dict.fromkeys(self.unexamined, NOT_EXAMINED)}
 
 
+def wire_score(score: float) -> int:
+    """A node that is not Cell's pick: its 0..10 score scaled into kube-scheduler's 0..9."""
+    return max(0, min(MAX_SCORE - 1, round(score * (MAX_SCORE - 1) / MAX_SCORE)))
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """Borg's score (0..10, a float) of every candidate node the pod fits on, and the best of them
+    (ties: the first in the order given). Nodes the pod does not fit on, or unknown ones, are absent."""
+
+    best: str | None
+    scores: Mapping[str, float]
+
+    def wire(self, node_names: Iterable[str]) -> dict[str, int]:
+        """Extender scores: the best node 10, the other fitting nodes 0..9, the rest 0."""
+        scores = self.scores
+        return {name: MAX_SCORE if name == self.best else wire_score(scores[name]) if name in scores else 0
+                for name in node_names}
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """Where a pod goes (None: nowhere) and why, node by node: Borg's introspection record."""
@@ -191,24 +217,36 @@ class Scheduler:
                 failed[name] = verdict.message
         return FilterResult(tuple(feasible), failed, verdicts)
 
-    def scores(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> dict[str, int]:
-        """0..10 per node; a node the pod does not fit on (or an unknown one) scores 0."""
+    def rank(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> Ranking:
+        """Score the nodes the pod fits on and pick the best (ties: first in `node_names` order)."""
         lookup = self._lookup(EquivalenceClass.of(pod))
-        result: dict[str, int] = {}
-        nodes = snapshot.nodes
+        prod = pod.band.is_prod
         domains = snapshot.job_domains(pod.owner)
-        for name in snapshot.nodes if node_names is None else node_names:
+        uniform = domains.max_zone == 0  # no pod of the job runs yet: every node spreads it equally
+        nodes = snapshot.nodes
+        scores: dict[str, float] = {}
+        best: str | None = None
+        best_score = -1.0
+        for name in nodes if node_names is None else node_names:
             node = nodes.get(name)
             if node is None:
-                result[name] = 0
                 continue
             entry = lookup(pod, snapshot, node)
-            result[name] = combine(entry.resource, spread_score(domains, node)) if entry.verdict.fits else 0
-        return result
+            if not entry.verdict.fits:
+                continue
+            spread = MAX_SCORE if uniform else spread_score(domains, node)
+            score = scores[name] = combine(entry.resource, spread, prod)
+            if score > best_score:
+                best, best_score = name, score
+        return Ranking(best, scores)
+
+    def scores(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> dict[str, int]:
+        """Extender scores 0..10 per node (see `Ranking.wire`); unfit or unknown nodes score 0."""
+        names = list(snapshot.nodes if node_names is None else node_names)
+        return self.rank(pod, snapshot, names).wire(names)
 
     def schedule(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> Decision:
         """Filter, score the feasible nodes, pick the best (ties: first examined)."""
         filtered = self.filter(pod, snapshot, node_names)
-        scores = self.scores(pod, snapshot, filtered.feasible)
-        best = max(filtered.feasible, key=lambda name: scores[name], default=None)
-        return Decision(pod.key, best, scores, filtered.all_verdicts())
+        ranking = self.rank(pod, snapshot, filtered.feasible)
+        return Decision(pod.key, ranking.best, ranking.wire(filtered.feasible), filtered.all_verdicts())

@@ -4,8 +4,16 @@
 - Non-prod pods pack: most allocated (best fit), so fewer resources are stranded.
 - Pods of one job spread across failure domains: zones first, then racks.
 
+How the two parts weigh depends on the band. A prod job's spread counts as much as headroom. A
+non-prod job packs first: its spread only breaks (near) ties, or eight 1-CPU batch tasks would land
+on eight machines in three zones instead of filling one (Borg packs batch work; it tolerates losing
+a machine). The weight is small enough that any real difference in packing wins, large enough that
+equally packed nodes are told apart by the job's spread.
+
 The resource part depends only on (pod shape, node state) and is what the score cache keeps; the
 spread part depends on where the job's other pods are and is recomputed from the snapshot.
+Scores are floats: rounding to kube-scheduler's 0..10 integers happens once, at the wire
+(`scheduler.Ranking`), so nothing is lost in between.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from scheduler_ext.policy.model import CellSnapshot, DomainCounts, NodeInfo, Pod
 MAX_SCORE = 10
 ZONE_WEIGHT = 2  # losing a zone hurts more than losing a rack
 RACK_WEIGHT = 1
+PROD_SPREAD_WEIGHT = 0.5  # prod: headroom and the job's spread count equally
+NON_PROD_SPREAD_WEIGHT = 0.01  # non-prod: the whole spread range is worth 1% of a node's packing
 
 
 def _ratio(part: int, whole: int) -> float:
@@ -46,12 +56,17 @@ def spread_score(domains: DomainCounts, node: NodeInfo) -> float:
     return MAX_SCORE * (ZONE_WEIGHT * zone_part + RACK_WEIGHT * rack_part) / (ZONE_WEIGHT + RACK_WEIGHT)
 
 
-def combine(resource: float, spread: float) -> int:
-    """Equal weight to the resource policy and the job's spread, rounded into 0..10."""
-    return max(0, min(MAX_SCORE, round((resource + spread) / 2)))
+def spread_weight(prod: bool) -> float:
+    return PROD_SPREAD_WEIGHT if prod else NON_PROD_SPREAD_WEIGHT
 
 
-def score_node(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo) -> int:
-    """The uncached score of one node for one pod."""
+def combine(resource: float, spread: float, prod: bool) -> float:
+    """The node's score, 0..10: the resource policy and the job's spread, weighted by band."""
+    weight = spread_weight(prod)
+    return (1.0 - weight) * resource + weight * spread
+
+
+def score_node(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo) -> float:
+    """The uncached score of one node for one pod (the pod is assumed to fit)."""
     return combine(resource_score(pod, node_ledger(snapshot, node)),
-                   spread_score(snapshot.job_domains(pod.owner), node))
+                   spread_score(snapshot.job_domains(pod.owner), node), pod.band.is_prod)
