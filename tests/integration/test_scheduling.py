@@ -46,8 +46,8 @@ def test_nodes(kube_api: client.ApiClient, namespace: str) -> Iterator[NodeFacto
         names = [n["metadata"]["name"] for n in manifests]
 
         def all_ready() -> bool:
-            return all(any(c.type == "Ready" and c.status == "True" for c in (core.read_node(n).status.conditions or []))
-                       for n in names)
+            return all(any(c.type == "Ready" and c.status == "True"
+                           for c in (core.read_node(n).status.conditions or [])) for n in names)
 
         wait_for(all_ready, 60, what=f"{count} test nodes Ready")
         return names
