@@ -122,6 +122,9 @@ app.command("why")(why_cmd)
 from cell.top import top_cmd  # noqa: E402
 
 app.command("top")(top_cmd)
+from cell.sim.cli import sim_app  # noqa: E402
+
+app.add_typer(sim_app, name="sim")
 
 
 def main() -> None:
