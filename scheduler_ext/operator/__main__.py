@@ -14,6 +14,7 @@ from kubernetes import client
 # Importing the resource modules registers their handlers with kopf's default registry.
 from scheduler_ext.operator import bandquota, charges  # noqa: F401
 from scheduler_ext.operator.connection import connection_info, load_configuration
+from scheduler_ext.operator.settings import configure
 
 
 def fail(message: str) -> NoReturn:
@@ -55,9 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         return connection_info(configuration)
 
     @kopf.on.startup()
-    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.posting.level = logging.WARNING  # no Kubernetes Event per status patch
-        settings.watching.server_timeout = 300
+    def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure(settings)
 
     kopf.run(
         clusterwide=True,

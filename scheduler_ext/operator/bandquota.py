@@ -2,13 +2,13 @@
 
 Level-triggered: every event on a charged object or a BandQuota recomputes the namespace's whole
 use from the indexes (never an increment) and patches status.used if it differs. One lock per
-namespace makes the last patch always the one computed from the latest state.
+namespace serialises the comparisons and patches of a namespace.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -24,29 +24,38 @@ from scheduler_ext.policy.workloads import usage_by_band
 
 GROUP, VERSION, PLURAL = "cell.distos.dev", "v1alpha1", "bandquotas"
 
-_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+# Handlers are coroutines: a pod event costs a dict lookup and a small sum, not a thread hop.
+_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+# What this operator last wrote per BandQuota, until the watch shows it back: saves re-patching the
+# same value for every event of a burst while the index still holds the older status.
+_written: dict[tuple[str, str], dict[str, Any]] = {}
 log = logging.getLogger(__name__)
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def band_quotas(name: str, namespace: str | None, status: kopf.Status, **_: Any) -> dict[str, Any] | None:
+async def band_quotas(name: str, namespace: str | None, status: kopf.Status, **_: Any) -> dict[str, Any] | None:
     """namespace -> (name, current status.used) of its BandQuota(s)."""
     return {namespace: (name, dict(status.get("used") or {}))} if namespace else None
 
 
-def sync_namespace(namespace: str, indices: Mapping[str, Any], api: client.ApiClient) -> None:
-    """Make status.used of the namespace's BandQuota equal to the sum of its charges."""
+async def sync_namespace(namespace: str, indices: Mapping[str, Any], api: client.ApiClient) -> None:
+    """Make status.used of the namespace's BandQuota equal to the sum of its charges.
+
+    Every patch comes back as a BandQuota event, which recomputes against the stored status, so the
+    status converges even when an earlier comparison was made against a stale index.
+    """
     quotas = indices.get("band_quotas")
     if not quotas or namespace not in quotas:
         return
-    with _locks[namespace]:
+    async with _locks[namespace]:
         used = used_status(usage_by_band(charges_in(namespace, indices)))
         for name, current in list(quotas[namespace]):
-            if current != used:
-                _patch_used(api, namespace, name, used)
+            stale = current != used and _written.get((namespace, name)) != used
+            if stale and await asyncio.to_thread(_patch_used, api, namespace, name, used):
+                _written[(namespace, name)] = used
 
 
-def _patch_used(api: client.ApiClient, namespace: str, name: str, used: dict[str, Any]) -> None:
+def _patch_used(api: client.ApiClient, namespace: str, name: str, used: dict[str, Any]) -> bool:
     custom = client.CustomObjectsApi(api)
     for attempt in range(4):
         try:
@@ -54,21 +63,29 @@ def _patch_used(api: client.ApiClient, namespace: str, name: str, used: dict[str
                 GROUP, VERSION, namespace, PLURAL, name, {"status": {"used": used}},
                 _content_type="application/merge-patch+json")
             log.info("status.used of BandQuota %s/%s: %s", namespace, name, used)
-            return
+            return True
         except ApiException as exc:
             if exc.status == 404:
-                return  # deleted meanwhile: nothing to keep current
+                return False  # deleted meanwhile: nothing to keep current
             if attempt == 3:
                 log.error("cannot update status of BandQuota %s/%s: %s %s", namespace, name, exc.status, exc.reason)
-                return
+                return False
             time.sleep(0.2 * 2**attempt)
+    return False
 
 
-def _on_event(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+async def _on_charged(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
     if namespace:
-        sync_namespace(namespace, kwargs, memo["api"])
+        await sync_namespace(namespace, kwargs, memo["api"])
+
+
+async def _on_band_quota(name: str, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    if namespace:
+        _written.pop((namespace, name), None)  # the watch now shows what is stored
+        await sync_namespace(namespace, kwargs, memo["api"])
 
 
 # Any change to something charged, or to a BandQuota itself, re-derives that namespace's status.
-for _name, _selector in {**CHARGED, "band_quotas": (GROUP, VERSION, PLURAL)}.items():
-    kopf.on.event(*_selector, id=f"sync-used-{_name}")(_on_event)
+for _name, _selector in CHARGED.items():
+    kopf.on.event(*_selector, id=f"sync-used-{_name}")(_on_charged)
+kopf.on.event(GROUP, VERSION, PLURAL, id="sync-used-band_quotas")(_on_band_quota)

@@ -26,7 +26,7 @@ CHARGED: dict[str, tuple[str, ...]] = {
 
 
 @kopf.index("scheduling.k8s.io", "v1", "priorityclasses")
-def priority_classes(name: str, body: kopf.Body, **_: Any) -> dict[str, int] | None:
+async def priority_classes(name: str, body: kopf.Body, **_: Any) -> dict[str, int] | None:
     """Cluster PriorityClasses, so that templates naming a custom class land in the right band."""
     value = body.get("value")
     return {name: value} if isinstance(value, int) else None
@@ -49,7 +49,9 @@ def _charge(body: kopf.Body, namespace: str | None, classes: kopf.Index[str, int
 
 
 def _register(index_name: str, selector: tuple[str, ...]) -> None:
-    def index(body: kopf.Body, namespace: str | None, logger: kopf.Logger, **kwargs: Any) -> dict[str, Charge] | None:
+    # A coroutine: kopf runs synchronous handlers in a thread pool, a hop per event that costs more than this.
+    async def index(body: kopf.Body, namespace: str | None, logger: kopf.Logger,
+                    **kwargs: Any) -> dict[str, Charge] | None:
         return _charge(body, namespace, kwargs.get("priority_classes"), logger)
 
     index.__name__ = index.__qualname__ = index_name
