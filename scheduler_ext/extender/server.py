@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from scheduler_ext.extender import wire
 from scheduler_ext.policy.model import CellSnapshot, PodInfo
-from scheduler_ext.policy.preemption import vet_victims
+from scheduler_ext.policy.preemption import Victims, vet_victims
 from scheduler_ext.policy.scheduler import NOT_EXAMINED, FilterResult, PolicyCache, Scheduler
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,50 @@ class WhyStore:
         return self._records.get(f"{namespace}/{name}")
 
 
+class Evictions:
+    """Victims Cell approved per preemptor, until the preemptor is placed (or `ttl` passes).
+
+    kube-scheduler nominates the preemptor to the node and retries it; by then it may have seen the
+    victims go while Cell's watch has not. Judging the preemptor on its nominated node as if its
+    victims were gone keeps that retry from failing and preempting a second node.
+    """
+
+    def __init__(self, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._by_preemptor: OrderedDict[str, tuple[Victims, float]] = OrderedDict()
+        self._ttl = ttl
+        self._clock = clock
+
+    def record(self, preemptor_uid: str, victims: Victims) -> None:
+        now = self._clock()
+        while self._by_preemptor:
+            uid, (_, deadline) = next(iter(self._by_preemptor.items()))
+            if deadline > now:
+                break
+            del self._by_preemptor[uid]
+        self._by_preemptor.pop(preemptor_uid, None)
+        self._by_preemptor[preemptor_uid] = (victims, now + self._ttl)
+
+    def view_for(self, pod: PodInfo, snapshot: CellSnapshot) -> CellSnapshot:
+        """`snapshot` as the preemptor `pod` should see it: its victims gone from its nominated node."""
+        if not self._by_preemptor:
+            return snapshot
+        entry = self._by_preemptor.get(pod.uid)
+        if entry is None or entry[1] <= self._clock():
+            return snapshot
+        victims = entry[0]
+        node = snapshot.nodes.get(victims.node)
+        uids = {p.uid for p in victims.pods}
+        if node is None or not any(p.uid in uids for p in node.pods):
+            return snapshot
+        return snapshot.with_nodes(node.without_pods(uids))
+
+    def forget(self, preemptor_uid: str) -> None:
+        self._by_preemptor.pop(preemptor_uid, None)
+
+    def __len__(self) -> int:
+        return len(self._by_preemptor)
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -119,11 +163,13 @@ def _json(payload: Any, status: int = 200) -> web.Response:
 class ExtenderServer:
     """The routes, holding the cache, the policy's scheduler, the why store and the metrics."""
 
-    def __init__(self, source: SnapshotSource, scheduler: Scheduler, why: WhyStore, metrics: Metrics) -> None:
+    def __init__(self, source: SnapshotSource, scheduler: Scheduler, why: WhyStore, metrics: Metrics,
+                 evictions: Evictions | None = None) -> None:
         self.source = source
         self.scheduler = scheduler
         self.why_store = why
         self.metrics = metrics
+        self.evictions = evictions or Evictions()
 
     def instrument(self, verb: str, handler: Handler) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
@@ -147,7 +193,8 @@ class ExtenderServer:
         if not self.source.synced:
             return _json(wire.ExtenderFilterResult(error="cell extender: cache not synced yet"))
         pod = wire.pod_info(args.pod)
-        result = self.scheduler.filter(pod, self.source.snapshot(), wire.node_names(args))
+        result = self.scheduler.filter(pod, self.evictions.view_for(pod, self.source.snapshot()),
+                                       wire.node_names(args))
         self.why_store.record(pod, result)
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
@@ -156,7 +203,7 @@ class ExtenderServer:
         feasible = list(result.feasible)
         if len(feasible) == 1:
             # kube-scheduler takes a lone feasible node without asking prioritize: book it now.
-            self.source.assume(pod, feasible[0])
+            self._assume(pod, feasible[0])
         node_list = wire.filtered_node_list(args, set(feasible))
         return _json(wire.ExtenderFilterResult(
             nodes=node_list,
@@ -171,10 +218,10 @@ class ExtenderServer:
         if not self.source.synced:
             return _json([wire.HostPriority(name, 0) for name in names])
         pod = wire.pod_info(args.pod)
-        ranking = self.scheduler.rank(pod, self.source.snapshot(), names)
+        ranking = self.scheduler.rank(pod, self.evictions.view_for(pod, self.source.snapshot()), names)
         if ranking.best is not None:
             # Cell's pick scores 10 and every other node at most 9, so kube-scheduler binds it there.
-            self.source.assume(pod, ranking.best)
+            self._assume(pod, ranking.best)
         return _json([wire.HostPriority(name, score) for name, score in ranking.wire(names).items()])
 
     async def preempt(self, request: web.Request) -> web.Response:
@@ -194,7 +241,7 @@ class ExtenderServer:
         elif args.node_name_to_victims is not None:
             for name, full in args.node_name_to_victims.items():
                 proposals[name] = ([wire.pod_info(p) for p in full.pods], full.num_pdb_violations)
-        result: dict[str, wire.MetaVictims] = {}
+        options: list[Victims] = []
         for name, (proposed, pdb) in proposals.items():
             node = snapshot.nodes.get(name)
             if node is None:
@@ -209,9 +256,18 @@ class ExtenderServer:
                 self._drop(pod, name, "no-victims-needed", verdict.message)
             else:
                 log.debug("preempt %s on %s: %s", pod.key, name, verdict.message)
-                result[name] = wire.MetaVictims([wire.MetaPod(p.uid) for p in victims.pods],
-                                                victims.num_pdb_violations)
-        return _json(wire.ExtenderPreemptionResult(result))
+                options.append(victims)
+        if not options:
+            return _json(wire.ExtenderPreemptionResult({}))
+        # R3 decided here, so Cell knows where the pod is nominated and can keep that room for it.
+        best = min(options, key=Victims.order_key)
+        self.evictions.record(pod.uid, best)
+        return _json(wire.ExtenderPreemptionResult({best.node: wire.MetaVictims(
+            [wire.MetaPod(p.uid) for p in best.pods], best.num_pdb_violations)}))
+
+    def _assume(self, pod: PodInfo, node: str) -> None:
+        self.evictions.forget(pod.uid)
+        self.source.assume(pod, node)
 
     def _drop(self, pod: PodInfo, node: str, reason: str, message: str) -> None:
         self.metrics.preempt_dropped.labels(reason).inc()
