@@ -58,7 +58,8 @@ class SimCell:
 
     def quota_use(self) -> dict[str, dict[Band, Resources]]:
         """What each limited namespace already uses, per band: status.used when known (Q7, what the
-        webhook compares against), else the charges of its active pods and allocs (Q3, A4)."""
+        webhook compares against), else the charges of its bound pods and its allocs (A4). The latter
+        misses a controller's pods that are not bound yet; a live cell's BandQuotas carry status.used."""
         charges: dict[str, list[Any]] = {}
         for obj in (*self.pods, *self.allocs):
             namespace = (obj.get("metadata") or {}).get("namespace") or "default"
@@ -66,6 +67,11 @@ class SimCell:
                 continue
             if obj.get("kind") == "Pod" and not (obj.get("spec") or {}).get("nodeName"):
                 continue  # a pending pod's workload is charged through its controller, unknown here
+            if obj.get("kind") == "Pod":
+                # The pod's controller is not in a snapshot: each running pod stands for its share of
+                # the controller's charge (Q3 would otherwise exempt it). Alloc members stay exempt (A4).
+                obj = {**obj, "metadata": {k: v for k, v in (obj.get("metadata") or {}).items()
+                                           if k != "ownerReferences"}}
             try:
                 charge = charge_of(obj)
             except ValueError as exc:
