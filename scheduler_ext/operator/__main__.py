@@ -12,7 +12,7 @@ import kopf
 from kubernetes import client
 
 # Importing the resource modules registers their handlers with kopf's default registry.
-from scheduler_ext.operator import bandquota, charges  # noqa: F401
+from scheduler_ext.operator import allocs, bandquota, charges  # noqa: F401
 from scheduler_ext.operator.connection import connection_info, load_configuration
 from scheduler_ext.operator.settings import configure
 

@@ -4,14 +4,20 @@ Pure: the operator passes the alloc (with the instances already placed) and a sn
 writes back what comes out. Placed instances stay where they are (A3: a reservation is not
 moved because something changed); only missing ones are placed. Instances that fit nowhere are
 reported in the message (A6) and placed on a later call when capacity frees.
+
+The alloc's status (phase, instances with their members' use, message) is also derived here, so
+the operator only reads the cell and writes what these functions return.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from scheduler_ext.policy.feasibility import Verdict, alloc_instance_fits, ledger
-from scheduler_ext.policy.model import AllocInfo, AllocInstance, CellSnapshot, NodeInfo
+from scheduler_ext.policy.model import AllocInfo, AllocInstance, CellSnapshot, NodeInfo, PodInfo
+from scheduler_ext.policy.resources import Resources
 
 PENDING = "Pending"
 PARTIALLY_RESERVED = "PartiallyReserved"
@@ -31,6 +37,35 @@ class AllocPlacement:
         return tuple(instance.node for instance in self.instances)
 
 
+def phase_of(placed: int, count: int) -> str:
+    if placed >= count:
+        return RESERVED
+    return PARTIALLY_RESERVED if placed else PENDING
+
+
+def valid_instances(alloc: AllocInfo, nodes: Collection[str]) -> tuple[AllocInstance, ...]:
+    """The recorded instances that still hold: index below count, on a node that exists, and the
+    first one recorded for its index and for its node (an instance is never counted twice)."""
+    seen_indices: set[int] = set()
+    seen_nodes: set[str] = set()
+    kept = []
+    for instance in alloc.instances:
+        if not 0 <= instance.index < alloc.count or instance.node not in nodes:
+            continue
+        if instance.index in seen_indices or instance.node in seen_nodes:
+            continue
+        seen_indices.add(instance.index)
+        seen_nodes.add(instance.node)
+        kept.append(instance)
+    return tuple(kept)
+
+
+def needs_placement(alloc: AllocInfo, nodes: Collection[str]) -> bool:
+    """Whether the recorded instances differ from what should be held: some are missing or stale."""
+    kept = valid_instances(alloc, nodes)
+    return len(kept) != alloc.count or len(kept) != len(alloc.instances)
+
+
 def _utilisation_after(alloc: AllocInfo, snapshot: CellSnapshot, node: NodeInfo) -> float:
     others = tuple(a for a in snapshot.allocs_on(node.name) if a.key != alloc.key)
     after = ledger(node, (*others, alloc)).committed
@@ -48,7 +83,7 @@ def _summarise(reasons: dict[str, list[str]]) -> str:
 
 def place_alloc(alloc: AllocInfo, snapshot: CellSnapshot) -> AllocPlacement:
     """Place the alloc's missing instances; prod allocs spread (least allocated), others pack."""
-    kept = [i for i in alloc.instances if i.index < alloc.count and i.node in snapshot.nodes]
+    kept = list(valid_instances(alloc, snapshot.nodes))
     kept_indices = {i.index for i in kept}
     used_nodes = {i.node for i in kept}
     used_domains = {snapshot.nodes[i.node].labels.get(alloc.spread_by) for i in kept} if alloc.spread_by else set()
@@ -56,7 +91,7 @@ def place_alloc(alloc: AllocInfo, snapshot: CellSnapshot) -> AllocPlacement:
 
     rejected: dict[str, list[str]] = {}
     candidates: list[tuple[float, str, str | None]] = []
-    for name in sorted(snapshot.nodes):
+    for name in sorted(snapshot.nodes) if missing else ():
         node = snapshot.nodes[name]
         if name in used_nodes:
             continue
@@ -93,8 +128,81 @@ def place_alloc(alloc: AllocInfo, snapshot: CellSnapshot) -> AllocPlacement:
     unplaced = alloc.count - len(placed)
     if unplaced == 0:
         return AllocPlacement(tuple(placed), RESERVED, "")
-    phase = PENDING if not placed else PARTIALLY_RESERVED
     why = _summarise(rejected) or "no nodes in the cell"
     message = (f"{len(placed)} of {alloc.count} instance(s) of {alloc.resources} placed; "
                f"{unplaced} fit nowhere: {why}")
-    return AllocPlacement(tuple(placed), phase, message)
+    return AllocPlacement(tuple(placed), phase_of(len(placed), alloc.count), message)
+
+
+def squeezed_out(alloc: AllocInfo, snapshot: CellSnapshot, indices: Collection[int]) -> tuple[AllocInstance, ...]:
+    """Of the instances with these indices (just placed), those whose node can no longer hold them.
+
+    `snapshot` is the cell read again after the placement was recorded, with `alloc` as recorded:
+    a pod bound to the node between the placement's snapshot and its write overcommits the node,
+    and the instance must give the room back (A1 never holds on an overcommitted node).
+    """
+    out = []
+    for instance in alloc.instances:
+        if instance.index not in indices:
+            continue
+        node = snapshot.nodes.get(instance.node)
+        if node is None:
+            out.append(instance)
+            continue
+        others = tuple(a for a in snapshot.allocs_on(node.name) if a.key != alloc.key)
+        if not ledger(node, (*others, alloc)).committed.fits_in(node.allocatable):
+            out.append(instance)
+    return tuple(out)
+
+
+def without_instances(alloc: AllocInfo, placement: AllocPlacement, dropped: Collection[AllocInstance],
+                      reason: str) -> AllocPlacement:
+    """The placement with `dropped` given back, and why (they are placed again on a later call)."""
+    if not dropped:
+        return placement
+    kept = tuple(i for i in placement.instances if i not in dropped)
+    where = ", ".join(f"{i.index} on {i.node}" for i in dropped)
+    message = f"{len(kept)} of {alloc.count} instance(s) of {alloc.resources} placed; instance(s) {where}: {reason}"
+    return AllocPlacement(kept, phase_of(len(kept), alloc.count), message)
+
+
+def members_use(alloc: AllocInfo, members: Iterable[PodInfo]) -> dict[str, Resources]:
+    """What the alloc's bound members request, per node (pods of other allocs are ignored)."""
+    use: dict[str, Resources] = {}
+    for pod in members:
+        if pod.alloc == alloc.key and pod.node_name:
+            use[pod.node_name] = use.get(pod.node_name, Resources()) + pod.requests
+    return use
+
+
+def alloc_status(alloc: AllocInfo, placement: AllocPlacement, members: Iterable[PodInfo],
+                 generation: int | None = None) -> dict[str, Any]:
+    """The Alloc's status as written to the API: phase, instances with `used`, message.
+
+    `used` is what the members on that instance's node request (SPEC §4): at most the instance's
+    resources when the extender kept them inside it.
+    """
+    use = members_use(alloc, members)
+    status: dict[str, Any] = {
+        "phase": placement.phase,
+        "instances": [{"index": i.index, "node": i.node, "used": use.get(i.node, Resources()).to_dict()}
+                      for i in sorted(placement.instances, key=lambda i: i.index)],
+        "message": placement.message,
+    }
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status
+
+
+def releasing_status(alloc: AllocInfo, members_left: int, blocked: Collection[str] = (),
+                     generation: int | None = None) -> dict[str, Any]:
+    """The status of an alloc being deleted (A5): no instance is held, members are being evicted."""
+    message = f"alloc {alloc.key} is being deleted: reservation released"
+    if members_left:
+        message += f"; evicting {members_left} member pod(s)"
+    if blocked:
+        message += f"; eviction refused for {', '.join(sorted(blocked))} (a PodDisruptionBudget), retrying"
+    status: dict[str, Any] = {"phase": PENDING, "instances": [], "message": message}
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status

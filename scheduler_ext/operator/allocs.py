@@ -1,0 +1,418 @@
+"""Alloc placement and release (SPEC §4, A1-A6): the operator side of Borg's allocs.
+
+The policy core decides (`scheduler_ext.policy.allocs`); this module reads the cell, asks it, and
+writes the answer to the Alloc's status. The status is the record of what is reserved: every
+decision starts from the stored instances and is written back with a resourceVersion
+precondition, so a restarted operator (or a second one) never reserves an instance twice; a
+conflicting write is retried from a fresh read.
+
+Level-triggered: Alloc events, member pod events and a periodic sweep all just ask for the alloc
+to be reconciled; one reconcile per alloc runs at a time and requests arriving meanwhile coalesce
+into one more run. Placement is serialised cell-wide (one at a time, on a fresh snapshot that
+holds every alloc's reserved instances), so two allocs racing for the last free node never both
+get it. The sweep retries Pending and PartiallyReserved allocs, so instances are placed when
+capacity frees (A6).
+
+Deletion (A5) goes through the finalizer cell.distos.dev/alloc-protection: the reservation is
+released first (no new member can be scheduled into it), then the bound members are evicted
+through the Eviction API (PodDisruptionBudgets are honoured), then the finalizer is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import kopf
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from scheduler_ext.policy.allocs import (
+    RESERVED,
+    AllocPlacement,
+    alloc_status,
+    needs_placement,
+    place_alloc,
+    releasing_status,
+    squeezed_out,
+    valid_instances,
+    without_instances,
+)
+from scheduler_ext.policy.model import ALLOC_LABEL, AllocInfo, CellSnapshot, NodeInfo, PodInfo
+
+GROUP, VERSION, PLURAL = "cell.distos.dev", "v1alpha1", "allocs"
+FINALIZER = "cell.distos.dev/alloc-protection"
+SWEEP_INTERVAL = 5.0  # seconds between retries of unsettled allocs (A6)
+FULL_SWEEP_EVERY = 6  # every Nth sweep reconciles every alloc (vanished nodes, missed events)
+_CONFLICT_RERUNS = 5
+_TIMEOUT = 30
+_ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
+_METADATA_ONLY = {"Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"}
+
+log = logging.getLogger(__name__)
+
+Manifest = dict[str, Any]
+
+
+class Conflict(Exception):
+    """The Alloc changed since it was read: reconcile again from a fresh read."""
+
+
+# --- reading and writing the cell (blocking; run in threads) -------------------------------------
+
+def _json(response: Any) -> Any:
+    try:
+        return json.loads(response.data)
+    finally:
+        response.release_conn()
+
+
+def _key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+def _split(key: str) -> tuple[str, str]:
+    namespace, name = key.split("/", 1)
+    return namespace, name
+
+
+def get_alloc(api: client.ApiClient, namespace: str, name: str) -> Manifest | None:
+    try:
+        return dict(_json(client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, _preload_content=False, _request_timeout=_TIMEOUT)))
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def list_allocs(api: client.ApiClient) -> list[Manifest]:
+    response = client.CustomObjectsApi(api).list_cluster_custom_object(
+        GROUP, VERSION, PLURAL, _preload_content=False, _request_timeout=_TIMEOUT)
+    return list(_json(response).get("items") or [])
+
+
+def list_node_names(api: client.ApiClient) -> set[str]:
+    # Metadata only: a reconcile needs to know which nodes exist, not their status.
+    response = client.CoreV1Api(api).list_node(_preload_content=False, _request_timeout=_TIMEOUT,
+                                               _headers=_METADATA_ONLY)
+    return {item["metadata"]["name"] for item in _json(response).get("items") or []}
+
+
+def list_nodes(api: client.ApiClient) -> list[Manifest]:
+    response = client.CoreV1Api(api).list_node(_preload_content=False, _request_timeout=_TIMEOUT)
+    return list(_json(response).get("items") or [])
+
+
+def list_bound_pods(api: client.ApiClient, node: str | None = None) -> list[Manifest]:
+    """Active pods bound to a node (to `node` only, when given)."""
+    where = f"spec.nodeName={node}" if node else "spec.nodeName!="
+    response = client.CoreV1Api(api).list_pod_for_all_namespaces(
+        field_selector=f"{where},{_ACTIVE_PODS}", _preload_content=False, _request_timeout=_TIMEOUT)
+    return list(_json(response).get("items") or [])
+
+
+def list_members(api: client.ApiClient, namespace: str, name: str) -> list[Manifest]:
+    response = client.CoreV1Api(api).list_namespaced_pod(
+        namespace, label_selector=f"{ALLOC_LABEL}={name}", field_selector=_ACTIVE_PODS,
+        _preload_content=False, _request_timeout=_TIMEOUT)
+    return list(_json(response).get("items") or [])
+
+
+def _patch(api: client.ApiClient, obj: Manifest, body: Manifest, status: bool) -> Manifest:
+    """A merge patch carrying the resourceVersion read: the API server refuses it (409) if the
+    Alloc changed since, so a decision made on a stale read is never written."""
+    meta = obj["metadata"]
+    body = {**body, "metadata": {**body.get("metadata", {}), "resourceVersion": meta["resourceVersion"]}}
+    custom = client.CustomObjectsApi(api)
+    call = custom.patch_namespaced_custom_object_status if status else custom.patch_namespaced_custom_object
+    try:
+        return dict(_json(call(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body,
+                               _content_type="application/merge-patch+json", _preload_content=False,
+                               _request_timeout=_TIMEOUT)))
+    except ApiException as exc:
+        if exc.status in (404, 409):
+            raise Conflict(f"{exc.status} {exc.reason}") from None
+        raise
+
+
+def write_status(api: client.ApiClient, obj: Manifest, status: Manifest) -> Manifest:
+    return _patch(api, obj, {"status": status}, status=True)
+
+
+def write_finalizers(api: client.ApiClient, obj: Manifest, finalizers: list[str]) -> Manifest:
+    return _patch(api, obj, {"metadata": {"finalizers": finalizers}}, status=False)
+
+
+def evict(api: client.ApiClient, namespace: str, name: str) -> bool:
+    """Evict one pod; False when a PodDisruptionBudget refuses it for now (429)."""
+    body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
+    try:
+        client.CoreV1Api(api).create_namespaced_pod_eviction(name, namespace, body, _request_timeout=_TIMEOUT)
+    except ApiException as exc:
+        if exc.status == 404:
+            return True  # already gone
+        if exc.status == 429:
+            return False
+        raise
+    return True
+
+
+# --- decisions on what was read ------------------------------------------------------------------
+
+def _status_differs(obj: Manifest, status: Manifest) -> bool:
+    current = obj.get("status") or {}
+    return any(current.get(field) != value for field, value in status.items())
+
+
+def _members(pods: Iterable[Manifest], key: str) -> list[PodInfo]:
+    infos = (PodInfo.from_manifest(p) for p in pods if PodInfo.is_active(p))
+    return [pod for pod in infos if pod.alloc == key]
+
+
+def _parse(obj: Manifest) -> AllocInfo | str:
+    """The Alloc, or why it cannot be read (the CRD schema should have refused it already)."""
+    try:
+        return AllocInfo.from_manifest(obj)
+    except (ValueError, TypeError, KeyError) as exc:
+        return f"spec cannot be read: {exc}"
+
+
+def _snapshot(nodes: list[Manifest], pods: list[Manifest], allocs: list[Manifest]) -> CellSnapshot:
+    parsed = []
+    for manifest in allocs:
+        alloc = _parse(manifest)
+        if isinstance(alloc, str):
+            meta = manifest.get("metadata") or {}
+            log.warning("Alloc %s/%s left out of placement: %s", meta.get("namespace"), meta.get("name"), alloc)
+            continue
+        parsed.append(alloc)
+    return CellSnapshot.from_manifests(nodes, pods).with_allocs(parsed)
+
+
+def _describe(placement: AllocPlacement) -> str:
+    where = ", ".join(f"{i.index}@{i.node}" for i in placement.instances) or "none"
+    return f"{placement.phase} (instances {where}){': ' + placement.message if placement.message else ''}"
+
+
+# --- reconciling one alloc -----------------------------------------------------------------------
+
+class AllocReconciler:
+    """One reconcile per alloc at a time; placement one at a time across the cell."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.placement_lock = asyncio.Lock()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+
+    def request(self, key: str) -> None:
+        """Ask for `key` ("ns/name") to be reconciled; coalesces with a run already under way."""
+        if key in self._running:
+            self._again.add(key)
+            return
+        self._running[key] = asyncio.create_task(self._run(key), name=f"alloc {key}")
+
+    async def idle(self) -> None:
+        """Wait until no reconcile runs (for tests and shutdown)."""
+        while self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def _run(self, key: str) -> None:
+        try:
+            reruns = 0
+            while True:
+                self._again.discard(key)
+                try:
+                    await self.reconcile(key)
+                except Conflict as exc:
+                    reruns += 1
+                    if reruns <= _CONFLICT_RERUNS:
+                        log.debug("Alloc %s changed while reconciling (%s); again", key, exc)
+                        self._again.add(key)
+                    else:
+                        log.warning("Alloc %s keeps changing under the operator; the sweep retries", key)
+                except Exception as exc:  # the sweep comes back; one bad alloc must not stop the others
+                    log.error("Alloc %s: reconcile failed: %s: %s", key, type(exc).__name__,
+                              str(exc).splitlines()[0] if str(exc) else "")
+                if key not in self._again:
+                    return
+        finally:
+            self._running.pop(key, None)
+
+    async def reconcile(self, key: str) -> None:
+        namespace, name = _split(key)
+        obj = await asyncio.to_thread(get_alloc, self.api, namespace, name)
+        if obj is None:
+            return
+        if obj["metadata"].get("deletionTimestamp"):
+            await self.release(obj)
+            return
+        finalizers = list(obj["metadata"].get("finalizers") or [])
+        if FINALIZER not in finalizers:
+            obj = await asyncio.to_thread(write_finalizers, self.api, obj, [*finalizers, FINALIZER])
+        alloc = _parse(obj)
+        generation = obj["metadata"].get("generation")
+        if isinstance(alloc, str):
+            status = {"phase": "Pending", "instances": [], "message": alloc, "observedGeneration": generation}
+            if _status_differs(obj, status):
+                await asyncio.to_thread(write_status, self.api, obj, status)
+            return
+        nodes = await asyncio.to_thread(list_node_names, self.api)
+        if needs_placement(alloc, nodes):
+            async with self.placement_lock:
+                await self.place(key)
+            return
+        members = _members(await asyncio.to_thread(list_members, self.api, namespace, name), key)
+        placement = AllocPlacement(valid_instances(alloc, nodes), RESERVED, "")
+        status = alloc_status(alloc, placement, members, generation)
+        if _status_differs(obj, status):
+            await asyncio.to_thread(write_status, self.api, obj, status)
+
+    async def place(self, key: str) -> None:
+        """Place the alloc's missing instances on a fresh snapshot; the caller holds placement_lock."""
+        nodes, pods, allocs = await asyncio.gather(
+            asyncio.to_thread(list_nodes, self.api),
+            asyncio.to_thread(list_bound_pods, self.api),
+            asyncio.to_thread(list_allocs, self.api))
+        obj = next((a for a in allocs if _key(a["metadata"]["namespace"], a["metadata"]["name"]) == key), None)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            return  # gone or going: nothing to place (a deletion is reconciled on its own event)
+        snapshot = _snapshot(nodes, pods, allocs)
+        alloc = snapshot.allocs.get(key)
+        if alloc is None:
+            return  # unreadable: reported by reconcile
+        placement = place_alloc(alloc, snapshot)
+        generation = obj["metadata"].get("generation")
+        members = _members(pods, key)
+        status = alloc_status(alloc, placement, members, generation)
+        if not _status_differs(obj, status):
+            return
+        obj = await asyncio.to_thread(write_status, self.api, obj, status)
+        log.info("Alloc %s: %s", key, _describe(placement))
+        new = {i.index for i in placement.instances} - {i.index for i in alloc.instances
+                                                         if i in placement.instances}
+        if new:
+            await self._verify(key, obj, alloc.with_instances(placement.instances), placement, snapshot, new,
+                               members)
+
+    async def _verify(self, key: str, obj: Manifest, alloc: AllocInfo, placement: AllocPlacement,
+                      snapshot: CellSnapshot, new: set[int], members: list[PodInfo]) -> None:
+        """Give back new instances whose node filled up between the snapshot and the write."""
+        fresh: list[NodeInfo] = []
+        for instance in alloc.instances:
+            if instance.index in new and instance.node in snapshot.nodes:
+                bound = await asyncio.to_thread(list_bound_pods, self.api, instance.node)
+                fresh.append(snapshot.nodes[instance.node].with_pods(PodInfo.from_manifest(p) for p in bound))
+        after = snapshot.with_nodes(*fresh)
+        after = after.with_allocs((*(a for a in after.allocs.values() if a.key != key), alloc))
+        dropped = squeezed_out(alloc, after, new)
+        if not dropped:
+            return
+        placement = without_instances(alloc, placement, dropped, "the node filled up while placing; placing again")
+        log.warning("Alloc %s: %s", key, _describe(placement))
+        await asyncio.to_thread(write_status, self.api, obj,
+                                alloc_status(alloc, placement, members, obj["metadata"].get("generation")))
+        self._again.add(key)
+
+    async def release(self, obj: Manifest) -> None:
+        """A5: release the reservation, evict the bound members, then let the Alloc go."""
+        meta = obj["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        key = _key(namespace, name)
+        if FINALIZER not in (meta.get("finalizers") or []):
+            return
+        members = await asyncio.to_thread(list_members, self.api, namespace, name)
+        holding = [p["metadata"]["name"] for p in members
+                   if (p.get("spec") or {}).get("nodeName") and not p["metadata"].get("deletionTimestamp")]
+        alloc = _parse(obj)
+        # First no instance is held any more, so no member is scheduled into it again; the members
+        # still running count as ordinary pods on their nodes until they are gone.
+        if not isinstance(alloc, str):
+            status = releasing_status(alloc, len(holding), (), meta.get("generation"))
+            if _status_differs(obj, status):
+                obj = await asyncio.to_thread(write_status, self.api, obj, status)
+        blocked = [pod for pod in holding if not await asyncio.to_thread(evict, self.api, namespace, pod)]
+        if blocked and not isinstance(alloc, str):
+            obj = await asyncio.to_thread(write_status, self.api, obj,
+                                          releasing_status(alloc, len(holding), blocked, meta.get("generation")))
+        if holding:
+            log.info("Alloc %s deleted: evicted %d member pod(s)%s", key, len(holding) - len(blocked),
+                     f", {len(blocked)} refused by a PodDisruptionBudget" if blocked else "")
+            return  # the evicted pods' events (or the sweep, for refused ones) bring us back
+        finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+        await asyncio.to_thread(write_finalizers, self.api, obj, finalizers)
+        log.info("Alloc %s deleted: reservation released, no member left", key)
+
+
+def unsettled(obj: Mapping[str, Any]) -> bool:
+    """Whether an Alloc may need work: deleting, unprotected, not (or no longer) fully reserved."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    return bool(meta.get("deletionTimestamp")
+                or FINALIZER not in (meta.get("finalizers") or [])
+                or status.get("phase") != RESERVED
+                or status.get("observedGeneration") != meta.get("generation")
+                or len(status.get("instances") or []) != spec.get("count"))
+
+
+# --- kopf wiring ---------------------------------------------------------------------------------
+
+_reconciler: AllocReconciler | None = None
+_sweeper: asyncio.Task[None] | None = None
+
+
+def reconciler(memo: kopf.Memo) -> AllocReconciler:
+    global _reconciler
+    if _reconciler is None:
+        _reconciler = AllocReconciler(memo["api"])
+    return _reconciler
+
+
+async def sweep(rec: AllocReconciler, interval: float = SWEEP_INTERVAL) -> None:
+    """Retry unsettled allocs every interval, and every alloc now and then (level-triggered)."""
+    rounds = 0
+    while True:
+        await asyncio.sleep(interval)
+        rounds += 1
+        try:
+            allocs = await asyncio.to_thread(list_allocs, rec.api)
+        except Exception as exc:
+            log.warning("cannot list Allocs for the sweep: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            continue
+        for obj in allocs:
+            if rounds % FULL_SWEEP_EVERY == 0 or unsettled(obj):
+                rec.request(_key(obj["metadata"]["namespace"], obj["metadata"]["name"]))
+
+
+@kopf.on.startup(id="alloc-sweep")
+async def start_sweep(memo: kopf.Memo, **_: Any) -> None:
+    global _sweeper
+    _sweeper = asyncio.create_task(sweep(reconciler(memo)), name="alloc sweep")
+
+
+@kopf.on.cleanup(id="alloc-sweep-stop")
+async def stop_sweep(**_: Any) -> None:
+    if _sweeper is not None:
+        _sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await _sweeper
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, id="alloc-reconcile")
+async def on_alloc(name: str, namespace: str | None, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    if namespace and type != "DELETED":
+        reconciler(memo).request(_key(namespace, name))
+
+
+@kopf.on.event("v1", "pods", labels={ALLOC_LABEL: kopf.PRESENT}, id="alloc-members")
+async def on_member(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    """A member came, moved or went: its alloc's status.instances[].used (and, if deleting, A5)."""
+    alloc = labels.get(ALLOC_LABEL)
+    if namespace and alloc:
+        reconciler(memo).request(_key(namespace, alloc))
