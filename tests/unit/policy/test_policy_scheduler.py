@@ -110,3 +110,26 @@ def test_schedule_spreads_a_prod_job_over_zones() -> None:
         snapshot = snapshot.with_pod_bound(replica, decision.node)
         zones.append(snapshot.nodes[decision.node].zone)
     assert sorted(zones) == ["zone-a", "zone-b", "zone-c"]
+
+
+def test_ranking_names_one_best_node_on_the_wire() -> None:
+    # Three identical empty nodes: a tie. The first in the order given wins and alone scores 10, so
+    # kube-scheduler (which picks at random among equal totals) binds where Cell assumed.
+    snapshot = cell(node("n1"), node("n2"), node("n3", cpu="2"))
+    web = pod("web-0", cpu="1", job="web")
+    ranking = Scheduler().rank(web, snapshot, ["n2", "n1", "n3", "gone"])
+    assert ranking.best == "n2"
+    assert ranking.scores["n1"] == ranking.scores["n2"] > ranking.scores["n3"]
+    wire = ranking.wire(["n2", "n1", "n3", "gone"])
+    assert wire["n2"] == 10
+    assert 0 < wire["n3"] < wire["n1"] <= 9
+    assert wire["gone"] == 0
+    assert Scheduler().schedule(web, snapshot, ["n2", "n1", "n3"]).node == "n2"
+
+
+def test_ranking_leaves_out_nodes_the_pod_does_not_fit() -> None:
+    snapshot = cell(node("small", cpu="1"), node("big", cpu="8"))
+    ranking = Scheduler().rank(pod("p", cpu="2"), snapshot)
+    assert ranking.best == "big" and set(ranking.scores) == {"big"}
+    assert ranking.wire(["small", "big"]) == {"small": 0, "big": 10}
+    assert Scheduler().rank(pod("huge", cpu="64"), snapshot).best is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scheduler_ext.policy.feasibility import node_ledger
+from scheduler_ext.policy.scheduler import Scheduler
 from scheduler_ext.policy.scoring import resource_score, score_node, spread_score
 from tests.unit.policy.policy_builders import BATCH, BEST_EFFORT, MONITORING, PROD, alloc, cell, node, pod
 
@@ -66,3 +67,46 @@ def test_job_spreads_across_zones_before_racks() -> None:
 def test_a_job_with_no_pods_yet_is_indifferent_to_domains() -> None:
     domains = CELL.job_domains(pod("x", job="new").owner)
     assert {spread_score(domains, n) for n in CELL.nodes.values()} == {10}
+
+
+def test_a_batch_job_packs_before_it_spreads() -> None:
+    # Eight 1-CPU batch tasks on six empty 8-CPU nodes in three zones: best fit fills one node; the
+    # job's spread only tells equally packed nodes apart.
+    snapshot = cell(*(node(f"n{i}", zone=("zone-a", "zone-b", "zone-c")[i % 3], rack=f"rack-{i}") for i in range(6)))
+    scheduler = Scheduler()
+    used = set()
+    for i in range(8):
+        task = pod(f"crunch-{i}", cpu="1", memory="256Mi", priority=BATCH, job="crunch")
+        decision = scheduler.schedule(task, snapshot)
+        snapshot = snapshot.with_pod_bound(task, decision.node)
+        used.add(decision.node)
+    assert len(used) == 1
+
+
+def test_equally_packed_nodes_are_told_apart_by_the_jobs_spread() -> None:
+    mine = pod("crunch-0", cpu="1", priority=BATCH, job="crunch")
+    other = pod("other-0", cpu="1", priority=BATCH, job="other")
+    snapshot = cell(node("same-rack", zone="zone-a", rack="rack-1", pods=(mine,)),
+                    node("same-zone", zone="zone-a", rack="rack-2", pods=(other,)),
+                    node("other-zone", zone="zone-b", rack="rack-3", pods=(other,)),
+                    node("fuller", zone="zone-a", rack="rack-1",
+                         pods=(pod("other-1", cpu="1", priority=BATCH, job="other"), other)))
+    task = pod("crunch-1", cpu="1", priority=BATCH, job="crunch")
+    scores = {name: score_node(task, snapshot, n) for name, n in snapshot.nodes.items()}
+    # One CPU in use on each of the first three: the job's spread decides, zones before racks.
+    assert scores["other-zone"] > scores["same-zone"] > scores["same-rack"]
+    # A fuller node is a better fit, whatever the spread: packing leads for non-prod.
+    assert scores["fuller"] > scores["other-zone"]
+
+
+def test_prod_job_spreads_over_zones_and_a_node_each() -> None:
+    snapshot = cell(*(node(f"n{i}", zone=("zone-a", "zone-b", "zone-c")[i % 3], rack=f"rack-{i}") for i in range(6)))
+    scheduler = Scheduler()
+    placed = []
+    for i in range(6):
+        replica = pod(f"frontend-{i}", cpu="1", memory="256Mi", job="frontend")
+        decision = scheduler.schedule(replica, snapshot)
+        snapshot = snapshot.with_pod_bound(replica, decision.node)
+        placed.append(decision.node)
+    assert len(set(placed)) == 6
+    assert sorted(snapshot.nodes[n].zone for n in placed) == ["zone-a"] * 2 + ["zone-b"] * 2 + ["zone-c"] * 2
