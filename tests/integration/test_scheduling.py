@@ -57,10 +57,28 @@ def test_nodes(kube_api: client.ApiClient, namespace: str) -> Iterator[NodeFacto
         core.delete_node(name)
 
 
-def _deploy(kube_api: client.ApiClient, namespace: str, name: str, replicas: int, cpu: str, band: str) -> None:
+# A loaded machine can delay KWOK's heartbeats; the node lifecycle controller then taints the node and
+# evicts its pods after --default-not-ready-toleration-seconds. Pods that must stay put tolerate that.
+NODE_TROUBLE_TOLERATIONS = [{"key": key, "operator": "Exists", "effect": "NoExecute"}
+                            for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")]
+
+
+def _deploy(kube_api: client.ApiClient, namespace: str, name: str, replicas: int, cpu: str, band: str,
+            stay_put: bool = False) -> None:
     manifest = deployment(name, replicas, cpu=cpu, memory="256Mi", priority_class=band)
-    pin_to_test_nodes(manifest["spec"]["template"]["spec"], namespace)
+    spec = manifest["spec"]["template"]["spec"]
+    pin_to_test_nodes(spec, namespace)
+    if stay_put:
+        spec["tolerations"].extend(NODE_TROUBLE_TOLERATIONS)
     client.AppsV1Api(kube_api).create_namespaced_deployment(namespace, manifest)
+
+
+def _removal_evidence(kube_api: client.ApiClient, namespace: str) -> str:
+    """Who removed pods in the namespace (preemption, taint eviction, ...), for a failure message."""
+    events = client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
+    lines = [f"{e.involved_object.name}: {e.reason} ({e.source.component if e.source else '?'}): {e.message}"
+             for e in events if e.reason in ("Preempted", "TaintManagerEviction", "Killing", "Evicted")]
+    return "\n".join(lines) or "no Preempted/TaintManagerEviction/Killing/Evicted events"
 
 
 def _pods(kube_api: client.ApiClient, namespace: str, selector: str) -> list[client.V1Pod]:
@@ -134,7 +152,7 @@ def test_production_pod_preempts_batch_pods_in_a_full_cell(kube_api: client.ApiC
 def test_no_prod_pod_preempts_a_prod_pod(local_cell: LocalCell, kube_api: client.ApiClient, namespace: str,
                                          test_nodes: NodeFactory) -> None:
     test_nodes(3)
-    _deploy(kube_api, namespace, "incumbent", 6, "4", "production")  # two per node: full
+    _deploy(kube_api, namespace, "incumbent", 6, "4", "production", stay_put=True)  # two per node: full
     incumbents = _bound(kube_api, namespace, "app=incumbent", 6)
     before = {p.metadata.uid for p in incumbents}
     _deploy(kube_api, namespace, "newcomer", 1, "2", "production")
@@ -155,7 +173,8 @@ def test_no_prod_pod_preempts_a_prod_pod(local_cell: LocalCell, kube_api: client
     pending = wait_for(both_unschedulable, 60, what="newcomer and watcher to be reported unschedulable")
     time.sleep(5)  # give preemption every chance to (wrongly) happen
     after = {p.metadata.uid for p in _pods(kube_api, namespace, "app=incumbent")}
-    assert after == before, "a prod pod was preempted by a prod pod (R1 broken)"
+    assert after == before, ("a prod pod was preempted by a prod pod (R1 broken):\n"
+                             + _removal_evidence(kube_api, namespace))
     for app_name in ("newcomer", "watcher"):
         pod = _pods(kube_api, namespace, f"app={app_name}")[0]
         assert not pod.spec.node_name, f"{app_name} was bound although the cell is full of prod pods"
