@@ -143,8 +143,10 @@ def test_os_specific_names_live_in_vars() -> None:
 def test_local_inventory_selects_the_local_sources() -> None:
     local = _load(PLAYBOOKS / "inventory" / "local.yml")["all"]
     assert local["hosts"]["localhost"]["ansible_connection"] == "local"
-    assert local["vars"] == {"cell_cgroup_driver": "cgroupfs", "node_binaries_source": "local",
-                             "node_cni_plugins_source": "distribution"}
+    assert {key: local["vars"][key] for key in ("cell_cgroup_driver", "cell_service_manager", "node_binaries_source",
+                                                "node_cni_plugins_source")} == {
+        "cell_cgroup_driver": "cgroupfs", "cell_service_manager": "none", "node_binaries_source": "local",
+        "node_cni_plugins_source": "distribution"}
     node_defaults = _load(ROLES / "node" / "defaults" / "main.yml")
     assert node_defaults["node_binaries_source"] == "pkgs.k8s.io"       # the cloud's default
     assert node_defaults["node_local_binaries"] == ["kubelet", "kube-proxy"]
