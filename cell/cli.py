@@ -53,11 +53,14 @@ StateDirOption = Annotated[
 def up(
     nodes: Annotated[int, typer.Option("--nodes", min=1, max=5000, help="Number of simulated (KWOK) nodes.")] = 12,
     state_dir: StateDirOption = None,
+    real_node: Annotated[bool, typer.Option(
+        "--real-node", help="Also make this machine a real node (containerd, kubelet, kube-proxy; needs root).",
+    )] = False,
 ) -> None:
     """Stand up the local cell: etcd, control plane, scheduler with the extender, KWOK nodes, extensions."""
     from cell import localcell
 
-    kubeconfig = localcell.up(nodes=nodes, state_dir=state_dir, console=err_console)
+    kubeconfig = localcell.up(nodes=nodes, state_dir=state_dir, console=err_console, real_node=real_node)
     console.print(str(kubeconfig), highlight=False, soft_wrap=True)
 
 

@@ -189,6 +189,8 @@ class LocalCell:
                 f"--client-ca-file={pki / 'ca.crt'}",
                 f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
                 f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                # A real node's name (real-1) resolves nowhere; its InternalIP does (logs, exec).
+                "--kubelet-preferred-address-types=InternalIP,Hostname,ExternalIP",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -250,6 +252,10 @@ class LocalCell:
                 py, "-m", "scheduler_ext.operator", "--kubeconfig", admin,
                 "--health-port", str(ports["operator"]),
             ], f"http://127.0.0.1:{ports['operator']}/healthz"))
+        if self.record.get("real_node"):  # `cell up --real-node`: containerd, kubelet, kube-proxy (cell/realnode.py)
+            from cell import realnode
+
+            comps += realnode.components(self)
         return comps
 
     def component(self, name: str) -> Component:
@@ -483,12 +489,18 @@ def _write_scheduler_config(cell: LocalCell) -> None:
         paths.extender_url_file.write_text(extender_url + "\n")
 
 
-def up(nodes: int = 12, state_dir: Path | None = None, console: Console | None = None) -> Path:
-    """Stand up (or recover) the local cell; returns the admin kubeconfig path."""
+def up(nodes: int = 12, state_dir: Path | None = None, console: Console | None = None,
+       real_node: bool = False) -> Path:
+    """Stand up (or recover) the local cell, with a real node if asked; returns the admin kubeconfig path."""
     console = console or Console(stderr=True)
     cell = LocalCell(state_dir)
     if cell.exists():
-        return _recover(cell, console)
+        kubeconfig = _recover(cell, console)
+        if real_node:  # an existing cell gains (or recovers) its real node
+            from cell import realnode
+
+            realnode.add(cell, console)
+        return kubeconfig
     bins = upstream.ensure_binaries(console=console)
     paths = cell.paths
     if paths.root.exists():
@@ -509,6 +521,10 @@ def up(nodes: int = 12, state_dir: Path | None = None, console: Console | None =
         _write_kubeconfigs(paths, f"https://127.0.0.1:{ports['apiserver']}")
         _write_scheduler_config(cell)
         _start_all(cell, console, nodes)
+        if real_node:
+            from cell import realnode
+
+            realnode.add(cell, console)
     except BaseException:
         console.print("[red]cell up failed; stopping what it started[/]")
         _stop_all(cell)
@@ -574,6 +590,11 @@ def down(state_dir: Path | None = None, console: Console | None = None) -> None:
     if not cell.paths.root.exists():
         console.print(f"no local cell at {cell.paths.root}; nothing to stop")
         return
+    if cell.exists() and cell.record.get("real_node"):
+        # Before the rest: its containers, mounts, bridge, iptables rules and cgroups go first.
+        from cell import realnode
+
+        realnode.remove(cell, console, keep_cell=False)
     if cell.exists():
         _stop_all(cell)
     shutil.rmtree(cell.paths.root)
