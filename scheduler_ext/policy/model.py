@@ -320,17 +320,26 @@ class CellSnapshot:
         changed nodes instead of being recounted over the whole cell.
         """
         snapshot = cls(nodes, allocs)
-        changed = tuple(changed)
+        versions = [(previous.nodes.get(name), snapshot.nodes.get(name)) for name in changed]
+        # Only jobs with pods on a changed node (before or after) need new counts; the rest are shared.
+        touched: set[str] = set()
+        for before, after in versions:
+            if before is not None:
+                touched.update(before.job_counts)
+            if after is not None:
+                touched.update(after.job_counts)
         carried = list(previous._domains.items())[-_CARRIED_JOBS:]
         for job, counts in carried:
-            zones, racks = dict(counts.zones), dict(counts.racks)
-            for name in changed:
-                for node, sign in ((previous.nodes.get(name), -1), (snapshot.nodes.get(name), 1)):
-                    count = node.job_counts.get(job) if node is not None else None
-                    if count:
-                        zones[node.zone] = zones.get(node.zone, 0) + sign * count  # type: ignore[union-attr]
-                        racks[node.rack] = racks.get(node.rack, 0) + sign * count  # type: ignore[union-attr]
-            snapshot._domains[job] = DomainCounts.of(zones, racks)
+            if job in touched:
+                zones, racks = dict(counts.zones), dict(counts.racks)
+                for before, after in versions:
+                    for node, sign in ((before, -1), (after, 1)):
+                        count = node.job_counts.get(job) if node is not None else None
+                        if count:
+                            zones[node.zone] = zones.get(node.zone, 0) + sign * count  # type: ignore[union-attr]
+                            racks[node.rack] = racks.get(node.rack, 0) + sign * count  # type: ignore[union-attr]
+                counts = DomainCounts.of(zones, racks)
+            snapshot._domains[job] = counts
         return snapshot
 
     def __setattr__(self, name: str, value: object) -> None:

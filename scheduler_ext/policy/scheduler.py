@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
 
 from scheduler_ext.policy.feasibility import Verdict, check_node, node_ledger
 from scheduler_ext.policy.model import CellSnapshot, NodeInfo, PodInfo
@@ -122,9 +123,13 @@ class FilterResult:
         return {**self.verdicts, **dict.fromkeys(self.unexamined, NOT_EXAMINED)}
 
 
+_WIRE_SCALE = (MAX_SCORE - 1) / MAX_SCORE
+
+
 def wire_score(score: float) -> int:
-    """A node that is not Cell's pick: its 0..10 score scaled into kube-scheduler's 0..9."""
-    return max(0, min(MAX_SCORE - 1, round(score * (MAX_SCORE - 1) / MAX_SCORE)))
+    """A node that is not Cell's pick: its 0..10 score scaled into kube-scheduler's 0..9, rounded
+    half up; a negative score (the pod does not fit) is 0."""
+    return int(min(score, MAX_SCORE) * _WIRE_SCALE + 0.5) if score >= 0 else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +141,12 @@ class Ranking:
     scores: Mapping[str, float]
 
     def wire(self, node_names: Iterable[str]) -> dict[str, int]:
-        """Extender scores: the best node 10, the other fitting nodes 0..9, the rest 0."""
-        scores = self.scores
-        return {name: MAX_SCORE if name == self.best else wire_score(scores[name]) if name in scores else 0
-                for name in node_names}
+        """Extender scores: the best node 10, the other fitting nodes 0..9 (`wire_score`), the rest 0."""
+        get = self.scores.get
+        wired = {name: wire_score(get(name, -1.0)) for name in node_names}
+        if self.best is not None and self.best in wired:
+            wired[self.best] = MAX_SCORE
+        return wired
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,67 +184,107 @@ class Scheduler:
         self.enough_feasible = enough_feasible
         self.rng = rng or random.Random()
 
+    def classify(self, pod: PodInfo) -> EquivalenceClass:
+        """The key the score cache shares results under (subclasses may key differently)."""
+        return EquivalenceClass.of(pod)
+
+    def _entries(self, pod: PodInfo) -> dict[str, _Entry]:
+        """The score cache's entries for the pod's class (a throwaway dict when uncached)."""
+        return {} if self.cache is None else self.cache.entries(self.classify(pod))
+
     def _lookup(self, eclass: EquivalenceClass) -> Callable[[PodInfo, CellSnapshot, NodeInfo], _Entry]:
+        """One (pod, node) result through the cache, as a call (for subclasses' own loops)."""
         if self.cache is None:
             return _evaluate
-        entries = self.cache.entries(eclass)
-        return partial(self.cache.lookup_in, entries)
+        return partial(self.cache.lookup_in, self.cache.entries(eclass))
+
+    def _count(self, hits: int, misses: int) -> None:
+        if self.cache is not None:
+            self.cache.hits += hits
+            self.cache.misses += misses
 
     def _order(self, names: Sequence[str]) -> Iterator[str]:
-        """Relaxed randomization: a random order, drawn lazily (Fisher-Yates, one swap per node
-        examined), so stopping early costs nothing for the nodes never looked at."""
-        if self.enough_feasible is None or len(names) <= self.enough_feasible:
-            yield from names
-            return
-        pool = list(names)
-        randbelow = self.rng.randrange
-        for i in range(len(pool) - 1, -1, -1):
-            j = randbelow(i + 1)
-            pool[i], pool[j] = pool[j], pool[i]
-            yield pool[i]
+        """Relaxed randomization: the candidates from a random starting point (kube-scheduler
+        rotates its own list; this re-randomizes it, and costs one draw, not one per node)."""
+        enough = self.enough_feasible
+        if enough is None or len(names) <= enough:
+            return iter(names)
+        start = self.rng.randrange(len(names))
+        return chain(names[start:], names[:start])
 
     def filter(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> FilterResult:
-        names: Sequence[str] = list(snapshot.nodes if node_names is None else node_names)
-        enough = self.enough_feasible
-        lookup = self._lookup(EquivalenceClass.of(pod))
+        # The hot path of the extender: score-cache hits are checked inline, not through calls.
+        names = list(snapshot.nodes if node_names is None else node_names)
+        enough = self.enough_feasible or 0
+        relaxed = self.enough_feasible is not None and len(names) > enough
+        entries = self._entries(pod)
+        allocs = snapshot.allocs
+        nodes = snapshot.nodes
         feasible: list[str] = []
         failed: dict[str, str] = {}
         verdicts: dict[str, Verdict] = {}
-        nodes = snapshot.nodes
+        hits = misses = 0
         for name in self._order(names):
-            if enough is not None and len(feasible) >= enough:
-                unexamined = tuple(n for n in names if n not in verdicts)
-                return FilterResult(tuple(feasible), failed, verdicts, unexamined)
             node = nodes.get(name)
-            verdict = UNKNOWN_NODE if node is None else lookup(pod, snapshot, node).verdict
+            if node is None:
+                verdict = UNKNOWN_NODE
+            else:
+                entry = entries.get(name)
+                if entry is not None and entry.node is node and entry.allocs is allocs:
+                    hits += 1
+                else:
+                    misses += 1
+                    entry = entries[name] = _evaluate(pod, snapshot, node)
+                verdict = entry.verdict
             verdicts[name] = verdict
             if verdict.fits:
                 feasible.append(name)
+                if relaxed and len(feasible) >= enough:
+                    break
             else:
                 failed[name] = verdict.message
+        self._count(hits, misses)
+        if len(verdicts) < len(names):
+            unexamined = tuple([n for n in names if n not in verdicts])
+            return FilterResult(tuple(feasible), failed, verdicts, unexamined)
         return FilterResult(tuple(feasible), failed, verdicts)
 
     def rank(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> Ranking:
         """Score the nodes the pod fits on and pick the best (ties: first in `node_names` order)."""
-        lookup = self._lookup(EquivalenceClass.of(pod))
+        entries = self._entries(pod)
+        allocs = snapshot.allocs
         prod = pod.band.is_prod
         domains = snapshot.job_domains(pod.owner)
         uniform = domains.max_zone == 0  # no pod of the job runs yet: every node spreads it equally
+        spreads: dict[tuple[str, str], float] = {}  # the spread depends on the node's zone and rack only
         nodes = snapshot.nodes
         scores: dict[str, float] = {}
         best: str | None = None
         best_score = -1.0
+        hits = misses = 0
         for name in nodes if node_names is None else node_names:
             node = nodes.get(name)
             if node is None:
                 continue
-            entry = lookup(pod, snapshot, node)
+            entry = entries.get(name)
+            if entry is not None and entry.node is node and entry.allocs is allocs:
+                hits += 1
+            else:
+                misses += 1
+                entry = entries[name] = _evaluate(pod, snapshot, node)
             if not entry.verdict.fits:
                 continue
-            spread = MAX_SCORE if uniform else spread_score(domains, node)
+            if uniform:
+                spread = float(MAX_SCORE)
+            else:
+                domain = (node.zone, node.rack)
+                spread = spreads.get(domain, -1.0)
+                if spread < 0:
+                    spread = spreads[domain] = spread_score(domains, node)
             score = scores[name] = combine(entry.resource, spread, prod)
             if score > best_score:
                 best, best_score = name, score
+        self._count(hits, misses)
         return Ranking(best, scores)
 
     def scores(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> dict[str, int]:
