@@ -130,6 +130,9 @@ def run(cell: LocalCell, concurrency: int, rounds: int) -> float:
         added_p99 = p99_m - p99_u
         console.print(f"  {'added':<22}{p50_m - p50_u:>7.1f} ms{added_p99:>7.1f} ms   (target: p99 < 10 ms)")
         console.print(f"webhook's own histogram: {webhook_histogram(cell)}")
+        # Both paths share the machine: on a small one, a busy neighbour moves these numbers more
+        # than the webhook does, so say how busy it was.
+        console.print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         return added_p99
     finally:
         remove_students([student], cell.paths, wait=None)
