@@ -150,7 +150,8 @@ def write_finalizers(api: client.ApiClient, obj: Manifest, finalizers: list[str]
 
 def evict(api: client.ApiClient, namespace: str, name: str) -> bool:
     """Evict one pod; False when a PodDisruptionBudget refuses it for now (429)."""
-    body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
+    body = client.V1Eviction(api_version="policy/v1", kind="Eviction",
+                             metadata=client.V1ObjectMeta(name=name, namespace=namespace))
     try:
         client.CoreV1Api(api).create_namespaced_pod_eviction(name, namespace, body, _request_timeout=_TIMEOUT)
     except ApiException as exc:

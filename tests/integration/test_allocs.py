@@ -530,8 +530,8 @@ def test_operator_restart_in_the_middle_of_placement_never_reserves_twice(
         assert status["phase"] == expected, f"{name}: {status}"
     for node, held in reserved_by_node(kube_api, namespace).items():
         assert held.fits_in(NODE_CAPACITY), f"{node} reserved {held} of {NODE_CAPACITY}: reserved twice"
-    for name, held in before.items():
-        assert held <= placed({"status": statuses[name]}), f"{name}: a placed instance moved: {held}, {statuses[name]}"
+    for name, recorded in before.items():
+        assert recorded <= placed({"status": statuses[name]}), f"{name}: a placed instance moved: {statuses[name]}"
     # And it stays so: the operator's sweep, level-triggered, changes nothing more.
     time.sleep(7)
     again = {name: (read_alloc(kube_api, namespace, name) or {}).get("status") or {} for name in allocs}
