@@ -141,8 +141,12 @@ class HostState:
             else:
                 added = sorted(set(mine) - set(theirs))
                 gone = sorted(set(theirs) - set(mine))
-                out.append(f"{name}: new {added}, gone {gone}")
+                out.append(f"{name}: new {_few(added)}, gone {_few(gone)}")
         return out
+
+
+def _few(items: list[str], limit: int = 4) -> str:
+    return repr(items) if len(items) <= limit else f"{items[:limit]!r} and {len(items) - limit} more"
 
 
 def _short(value: object) -> str:
@@ -306,6 +310,7 @@ class RoleRun:
     changed: int
     ok: int
     artifacts: Path
+    changed_tasks: tuple[str, ...] = ()  # "host: task" of every task that changed something
 
 
 def role_extravars(cell: LocalCell) -> dict[str, Any]:
@@ -327,28 +332,37 @@ def role_extravars(cell: LocalCell) -> dict[str, Any]:
 
 
 def run_node_role(cell: LocalCell, inventory: Path = LOCAL_INVENTORY) -> RoleRun:
-    """Run playbooks/node.yml against this machine through ansible-runner; logs under the cell's logs."""
+    """Run playbooks/node.yml against this machine; logs under the cell's logs."""
+    return run_playbook(inventory, role_extravars(cell), RealNodePaths(cell).ansible_dir)
+
+
+def run_playbook(inventory: Path, extravars: Mapping[str, Any], private_dir: Path,
+                 playbook: str = NODE_PLAYBOOK) -> RoleRun:
+    """Run one of playbooks/ through ansible-runner (the local inventory, or the cloud's), counting changes."""
     import ansible_runner  # heavy; only the real node needs it
 
-    rp = RealNodePaths(cell)
-    rp.ansible_dir.mkdir(parents=True, exist_ok=True)
+    private_dir.mkdir(parents=True, exist_ok=True)
+    # The ansible-playbook beside this Python (the project's venv) first, whatever PATH says.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
     result = ansible_runner.run(
-        private_data_dir=str(rp.ansible_dir),
+        private_data_dir=str(private_dir),
         project_dir=str(PLAYBOOK_DIR),
-        playbook=NODE_PLAYBOOK,
+        playbook=playbook,
         inventory=str(inventory),
-        extravars=role_extravars(cell),
+        extravars=dict(extravars),
         envvars={"ANSIBLE_CONFIG": str(PLAYBOOK_DIR / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "PATH": path},
         rotate_artifacts=10,
         quiet=True,
     )
     artifacts = Path(result.config.artifact_dir)
     if result.status != "successful" or result.rc != 0:
-        raise CellError(f"the node role failed: {_role_failure(result)} (log: {artifacts / 'stdout'})")
+        raise CellError(f"{playbook} failed: {_role_failure(result)} (log: {artifacts / 'stdout'})")
     stats = result.stats or {}
+    changed_tasks = tuple(
+        f"{event['event_data'].get('host')}: {event['event_data'].get('task')}" for event in result.events
+        if event.get("event") == "runner_on_ok" and (event.get("event_data", {}).get("res") or {}).get("changed"))
     return RoleRun(changed=sum((stats.get("changed") or {}).values()), ok=sum((stats.get("ok") or {}).values()),
-                   artifacts=artifacts)
+                   artifacts=artifacts, changed_tasks=changed_tasks)
 
 
 def _role_failure(result: Any) -> str:
@@ -619,6 +633,10 @@ def remove(cell: LocalCell, console: Console | None = None, keep_cell: bool = Tr
     if api_up:
         with contextlib.suppress(client.ApiException):
             client.CoreV1Api(cell.api()).delete_node(NODE_NAME)
+    # Nothing is mounted under it any more (restore_machine checked), so its files can go.
+    shutil.rmtree(rp.root, ignore_errors=True)
+    for kubeconfig in (rp.kubelet_kubeconfig, rp.kube_proxy_kubeconfig):
+        kubeconfig.unlink(missing_ok=True)
     if cell.exists():
         cell.record.pop("real_node", None)
         cell._save()

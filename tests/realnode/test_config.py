@@ -1,0 +1,102 @@
+"""The real node's configuration (cell/realnode.py), without a cluster: everything it writes stays in
+the cell's state directory, it is configured for this kernel, and the host-state comparison that
+proves `cell down` cleans up can fail.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cell import realnode
+from cell.localcell import LocalCell
+
+
+@pytest.fixture
+def cell(tmp_path: Path) -> LocalCell:
+    state = tmp_path / "state"
+    state.mkdir()
+    record = {"bin_dir": "/nonexistent", "ports": {}, "pids": {}, "without": [],
+              "real_node": {"node": "real-1", "node_ip": "192.0.2.2", "zone": "zone-a", "rack": "rack-7",
+                            "ports": {"kubelet": 41001, "kubelet_healthz": 41002, "containerd_metrics": 41003,
+                                      "kube_proxy_healthz": 41004, "kube_proxy_metrics": 41005}}}
+    (state / "cell.json").write_text(json.dumps(record))
+    return LocalCell(state)
+
+
+def _is_inside(path: str, root: Path) -> bool:
+    return Path(path.removeprefix("unix://")).resolve().is_relative_to(root)
+
+
+def test_everything_the_node_writes_is_inside_the_state_directory(cell: LocalCell) -> None:
+    root = cell.state_dir
+    extravars = realnode.role_extravars(cell)
+    for key in ("cell_containerd_socket", "container_runtime_config_path", "container_runtime_root_dir",
+                "container_runtime_state_dir", "container_runtime_runc_root", "cell_cni_conf_dir",
+                "node_crictl_config_path"):
+        assert _is_inside(extravars[key], root), key
+    kubelet = realnode.kubelet_config(cell)
+    for key in ("containerRuntimeEndpoint", "podLogsDir", "tlsCertFile", "tlsPrivateKeyFile"):
+        assert _is_inside(kubelet[key], root), key
+    ipam = realnode.cni_config(cell)["plugins"][0]["ipam"]
+    assert _is_inside(ipam["dataDir"], root)
+    kubelet_argv = next(c for c in realnode.components(cell) if c.name == "kubelet").argv
+    root_dir = next(arg.split("=", 1)[1] for arg in kubelet_argv if arg.startswith("--root-dir="))
+    assert _is_inside(root_dir, root)
+
+
+def test_configured_for_this_kernel_and_a_root_without_cap_sys_resource(cell: LocalCell) -> None:
+    kubelet = realnode.kubelet_config(cell)
+    assert kubelet["cgroupDriver"] == "cgroupfs" and kubelet["oomScoreAdj"] == 0 and kubelet["failSwapOn"] is False
+    proxy = realnode.kube_proxy_config(cell)
+    assert proxy["mode"] == "iptables" and proxy["oomScoreAdj"] == 0
+    # kube-proxy leaves the machine's conntrack settings and route_localnet alone.
+    assert proxy["conntrack"]["maxPerCore"] == 0 and proxy["iptables"]["localhostNodePorts"] is False
+    assert realnode.role_extravars(cell)["container_runtime_metrics_address"] == "127.0.0.1:41003"
+
+
+def test_the_node_is_tainted_and_labelled_as_real(cell: LocalCell) -> None:
+    assert realnode.kubelet_config(cell)["registerWithTaints"] == [
+        {"key": "cell.distos.dev/real", "value": "true", "effect": "NoSchedule"}]
+    argv = next(c for c in realnode.components(cell) if c.name == "kubelet").argv
+    labels = next(arg for arg in argv if arg.startswith("--node-labels=")).split("=", 1)[1].split(",")
+    assert sorted(labels) == ["cell.distos.dev/rack=rack-7", "cell.distos.dev/real=true",
+                              "topology.kubernetes.io/zone=zone-a"]
+    assert "--hostname-override=real-1" in argv and "--node-ip=192.0.2.2" in argv
+
+
+def test_the_local_cell_lists_the_real_nodes_components_last(cell: LocalCell) -> None:
+    record = json.loads((cell.state_dir / "cell.json").read_text())
+    record["ports"] = {name: 1 for name in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler",
+                                            "kwok", "extender", "webhook", "operator")}
+    (cell.state_dir / "cell.json").write_text(json.dumps(record))
+    names = LocalCell(cell.state_dir).component_names()
+    # Started last, stopped first (`cell down` stops in reverse).
+    assert names[-3:] == list(realnode.COMPONENTS)
+    del record["real_node"]
+    (cell.state_dir / "cell.json").write_text(json.dumps(record))
+    assert not set(realnode.COMPONENTS) & set(LocalCell(cell.state_dir).component_names())
+
+
+def test_host_state_differences_name_what_changed() -> None:
+    before = realnode.HostState(iptables={"iptables": "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT"}, links=["eth0", "lo"],
+                                sysctls={"vm/overcommit_memory": "0"}, host_paths={"/var/lib/kubelet": None})
+    same = realnode.HostState.from_json(json.loads(json.dumps(before.__dict__)))
+    assert same.differences(before) == []
+    after = realnode.HostState(iptables={"iptables": "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j KUBE-FIREWALL\nCOMMIT"},
+                               links=["cell0", "eth0", "lo"], sysctls={"vm/overcommit_memory": "1"},
+                               host_paths={"/var/lib/kubelet": ["device-plugins"]})
+    differences = after.differences(before)
+    assert "links: new ['cell0'], gone []" in differences
+    assert "sysctls[vm/overcommit_memory]: '0' -> '1'" in differences
+    assert "host_paths[/var/lib/kubelet]: None -> ['device-plugins']" in differences
+    assert any(d.startswith("iptables[iptables]") for d in differences)
+
+
+def test_iptables_comparison_ignores_counters_and_timestamps() -> None:
+    first = "# Generated by iptables-save v1.8.9 on Mon\n*nat\n:PREROUTING ACCEPT [12:720]\nCOMMIT\n# Completed on Mon"
+    later = "# Generated by iptables-save v1.8.9 on Tue\n*nat\n:PREROUTING ACCEPT [99:5940]\nCOMMIT\n# Completed on Tue"
+    assert realnode._normalise_iptables(first) == realnode._normalise_iptables(later)
+    assert realnode._normalise_iptables(first) != realnode._normalise_iptables(later.replace("ACCEPT", "DROP"))
