@@ -24,14 +24,13 @@ import typer
 import yaml
 
 from cell.errors import CellError
+from cell.students import STUDENT_LABEL
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
     from rich.console import Console
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-STUDENT_LABEL = "cell.distos.dev/student"
-MANAGED_LABEL = "cell.distos.dev/managed"
 EXPERIENCE_LABEL = "cell.distos.dev/experience"
 FIELD_MANAGER = "cell-experience"
 # Shared by every experience (a kustomize base each one includes): the course's image names.

@@ -732,9 +732,9 @@ def print_table(report: ClassReport, console: Console) -> None:
             continue
         console.print(f"[bold]{s.student}[/] lost {s.possible - s.total} point(s):", highlight=False)
         for graded in lost:
-            for reason in graded.reasons:
-                console.print(f"  task {graded.task.number} (-{graded.lost}): {reason}", highlight=False,
-                              markup=False, soft_wrap=True)
+            # A task's points are lost once, whatever number of its checks failed: one line per task.
+            console.print(f"  task {graded.task.number} (-{graded.lost}): {'; '.join(graded.reasons)}",
+                          highlight=False, markup=False, soft_wrap=True)
     grades = ", ".join(f"{letter} {n}" for letter, n in report.distribution.items())
     console.print(f"mean {report.mean}/{report.possible}; grades: {grades}; graded in {report.seconds} s",
                   highlight=False)
