@@ -501,6 +501,10 @@ def up(nodes: int = 12, state_dir: Path | None = None, console: Console | None =
 
             realnode.add(cell, console)
         return kubeconfig
+    if real_node:  # refuse before starting anything (not root, another real node on the machine)
+        from cell import realnode
+
+        realnode.check_machine(cell)
     bins = upstream.ensure_binaries(console=console)
     paths = cell.paths
     if paths.root.exists():

@@ -223,14 +223,15 @@ class Claim:
     """The machine-wide record that a real node exists, whose it is, and the machine before it."""
 
     state_dir: str
-    pid: int
+    pid: int  # the `cell up` making the node, with its start time (PIDs are reused)
+    pid_start: str
     created: str
 
     @staticmethod
     def load() -> Claim | None:
         try:
             data = json.loads((CLAIM_DIR / "owner.json").read_text())
-            return Claim(str(data["state_dir"]), int(data["pid"]), str(data["created"]))
+            return Claim(str(data["state_dir"]), int(data["pid"]), str(data["pid_start"]), str(data["created"]))
         except FileNotFoundError:
             return None
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -239,13 +240,20 @@ class Claim:
 
     def owner_active(self) -> bool:
         """True if a cell still has this real node, or a `cell up` is still making it."""
-        if Path(f"/proc/{self.pid}").exists() and self.pid != os.getpid():
+        if self.pid != os.getpid() and _start_time(self.pid) == self.pid_start:
             return True
         try:
             record = json.loads((Path(self.state_dir) / "cell.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return False
         return bool(record.get("real_node"))
+
+
+def _start_time(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
 
 
 def load_baseline() -> HostState | None:
@@ -271,10 +279,7 @@ def _claim(cell: LocalCell, console: Console) -> None:
     with _machine_lock():
         claim = Claim.load()
         if claim is not None and Path(claim.state_dir) != cell.paths.root:
-            if claim.owner_active():
-                raise CellError(f"a real node already runs on this machine, in the cell at {claim.state_dir}; only "
-                                f"one fits (bridge {BRIDGE}, pod network, iptables): run `cell down --state-dir "
-                                f"{claim.state_dir}` first")
+            _refuse_if_taken(claim)
             console.print(f"cleaning up after the real node of the vanished cell at {claim.state_dir}")
             restore_machine(Path(claim.state_dir) / "realnode", load_baseline(), console)
             shutil.rmtree(CLAIM_DIR, ignore_errors=True)
@@ -282,8 +287,16 @@ def _claim(cell: LocalCell, console: Console) -> None:
             raise CellError(f"bridge {BRIDGE} exists but no cell claims it: another real node (or its leftovers) is "
                             f"on this machine; remove it first (ip link del {BRIDGE})")
         CLAIM_DIR.mkdir(parents=True, exist_ok=True)
-        owner = {"state_dir": str(cell.paths.root), "pid": os.getpid(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        owner = {"state_dir": str(cell.paths.root), "pid": os.getpid(), "pid_start": _start_time(os.getpid()),
+                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (CLAIM_DIR / "owner.json").write_text(json.dumps(owner, indent=2))
+
+
+def _refuse_if_taken(claim: Claim) -> None:
+    if claim.owner_active():
+        raise CellError(f"a real node already runs on this machine, in the cell at {claim.state_dir}; only one "
+                        f"fits (bridge {BRIDGE}, pod network, iptables): run `cell down --state-dir "
+                        f"{claim.state_dir}` first")
 
 
 def _release_claim(cell: LocalCell) -> None:
@@ -521,7 +534,22 @@ def components(cell: LocalCell) -> list[Component]:
 
 # --- add and remove ----------------------------------------------------------------------------------
 
+def check_machine(cell: LocalCell) -> None:
+    """What `add` would refuse, checked before a new cell starts for it: nothing is started in vain."""
+    _check_host(cell)
+    claim = Claim.load()
+    if claim is not None and Path(claim.state_dir) != cell.paths.root:
+        _refuse_if_taken(claim)
+
+
 def _preflight(cell: LocalCell) -> None:
+    _check_host(cell)
+    missing = [name for name in ("kubelet", "kube-proxy") if not (bin_dir() / name).is_file()]
+    if missing:
+        raise CellError(f"{', '.join(missing)} not built in {bin_dir()}: run `cell build`")
+
+
+def _check_host(cell: LocalCell) -> None:
     if sys.platform != "linux":
         raise CellError("a real node needs Linux (namespaces, cgroups, overlayfs)")
     if os.geteuid() != 0:
@@ -530,9 +558,6 @@ def _preflight(cell: LocalCell) -> None:
     if len(str(rp.containerd_socket)) > MAX_SOCKET_PATH:
         raise CellError(f"the state directory {cell.paths.root} is too deep for containerd's socket "
                         f"({len(str(rp.containerd_socket))} > {MAX_SOCKET_PATH} characters); use a shorter --state-dir")
-    missing = [name for name in ("kubelet", "kube-proxy") if not (bin_dir() / name).is_file()]
-    if missing:
-        raise CellError(f"{', '.join(missing)} not built in {bin_dir()}: run `cell build`")
 
 
 def node_ready(cell: LocalCell) -> bool:

@@ -278,6 +278,23 @@ def test_a_second_real_node_on_the_machine_is_refused(target: NodeTarget, tmp_pa
     assert realnode.Claim.load().state_dir == str(node.cell.state_dir)  # the claim stays where it was
     assert "real_node" not in json.loads((other / "cell.json").read_text())
     assert not (other / "realnode").exists()
+    # `cell up --real-node` for a new cell refuses before starting anything.
+    fresh = tmp_path / "fresh"
+    with pytest.raises(CellError, match="already runs on this machine"):
+        localcell.up(nodes=1, state_dir=fresh, console=Console(file=io.StringIO()), real_node=True)
+    assert not fresh.exists()
+
+
+def test_cell_up_restarts_a_component_of_the_real_node_that_died(target: NodeTarget) -> None:
+    node = _local(target)
+    old_pid = node.cell.pid("kube-proxy")
+    assert old_pid is not None
+    target.privileged(f"kill -9 {old_pid}")
+    wait_for(lambda: not LocalCell(node.cell.state_dir).alive("kube-proxy"), timeout=10, what="kube-proxy to die")
+    localcell.up(state_dir=node.cell.state_dir, console=Console(file=io.StringIO()), real_node=True)
+    fresh = LocalCell(node.cell.state_dir)
+    assert fresh.healthy("kube-proxy") and fresh.pid("kube-proxy") != old_pid
+    node.cell._record = None  # the fixture's view re-reads the record the restart changed
 
 
 # Last: it takes the session's real node away.
