@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -48,6 +49,7 @@ GROUP, VERSION, PLURAL = "cell.distos.dev", "v1alpha1", "allocs"
 FINALIZER = "cell.distos.dev/alloc-protection"
 SWEEP_INTERVAL = 5.0  # seconds between retries of unsettled allocs (A6)
 FULL_SWEEP_EVERY = 6  # every Nth sweep reconciles every alloc (vanished nodes, missed events)
+MACHINES_TTL = 1.0  # seconds a listing of nodes and pods serves further placements
 _CONFLICT_RERUNS = 5
 _TIMEOUT = 30
 _ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
@@ -210,6 +212,7 @@ class AllocReconciler:
         self.placement_lock = asyncio.Lock()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self._machines: tuple[float, list[Manifest], list[Manifest]] | None = None
 
     def request(self, key: str) -> None:
         """Ask for `key` ("ns/name") to be reconciled; coalesces with a run already under way."""
@@ -276,10 +279,8 @@ class AllocReconciler:
 
     async def place(self, key: str) -> None:
         """Place the alloc's missing instances on a fresh snapshot; the caller holds placement_lock."""
-        nodes, pods, allocs = await asyncio.gather(
-            asyncio.to_thread(list_nodes, self.api),
-            asyncio.to_thread(list_bound_pods, self.api),
-            asyncio.to_thread(list_allocs, self.api))
+        (nodes, pods), allocs = await asyncio.gather(
+            self._nodes_and_pods(), asyncio.to_thread(list_allocs, self.api))
         obj = next((a for a in allocs if _key(a["metadata"]["namespace"], a["metadata"]["name"]) == key), None)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             return  # gone or going: nothing to place (a deletion is reconciled on its own event)
@@ -301,6 +302,17 @@ class AllocReconciler:
             await self._verify(key, obj, alloc.with_instances(placement.instances), placement, snapshot, new,
                                members)
 
+    async def _nodes_and_pods(self) -> tuple[list[Manifest], list[Manifest]]:
+        """Nodes and bound pods, shared by the placements of one burst (say a sweep retrying many
+        Pending allocs) for MACHINES_TTL. Allocs are always read fresh: they are what two placements
+        could race on; a pod bound meanwhile is caught by _verify, which reads the chosen nodes again."""
+        now = time.monotonic()
+        if self._machines is None or now - self._machines[0] > MACHINES_TTL:
+            nodes, pods = await asyncio.gather(asyncio.to_thread(list_nodes, self.api),
+                                               asyncio.to_thread(list_bound_pods, self.api))
+            self._machines = (time.monotonic(), nodes, pods)
+        return self._machines[1], self._machines[2]
+
     async def _verify(self, key: str, obj: Manifest, alloc: AllocInfo, placement: AllocPlacement,
                       snapshot: CellSnapshot, new: set[int], members: list[PodInfo]) -> None:
         """Give back new instances whose node filled up between the snapshot and the write."""
@@ -314,6 +326,7 @@ class AllocReconciler:
         dropped = squeezed_out(alloc, after, new)
         if not dropped:
             return
+        self._machines = None  # the listing missed what was bound meanwhile: the next placement reads again
         placement = without_instances(alloc, placement, dropped, "the node filled up while placing; placing again")
         log.warning("Alloc %s: %s", key, _describe(placement))
         await asyncio.to_thread(write_status, self.api, obj,

@@ -244,7 +244,8 @@ def test_an_instance_squeezed_out_while_placing_goes_elsewhere(fake: FakeAPI) ->
     reconcile(key)
     status = fake.status(key)
     assert status["phase"] == "Reserved" and nodes_of(status) == ["n1"]
-    assert any("filled up while placing" in s.get("message", "") for _, s in fake.status_writes)
+    squeezed = [s for _, s in fake.status_writes if "filled up while placing" in s.get("message", "")]
+    assert len(squeezed) == 1, "the instance was given back once, then placed on a fresh reading"
 
 
 def test_deletion_releases_evicts_then_lets_go(fake: FakeAPI) -> None:
