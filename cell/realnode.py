@@ -812,7 +812,10 @@ def _delete_new_links(baseline: HostState) -> None:
     for link in json.loads(_run(["ip", "-j", "link", "show"]) or "[]"):
         name = link["ifname"]
         if name not in baseline.links and (name == BRIDGE or link.get("master") == BRIDGE):
-            _run(["ip", "link", "delete", name], check=True)
+            # A pod's veth goes by itself a moment after its network namespace: gone is fine.
+            result = subprocess.run(["ip", "link", "delete", name], capture_output=True, text=True, timeout=30)
+            if result.returncode != 0 and (Path("/sys/class/net") / name).exists():
+                raise CellError(f"ip link delete {name} failed: {result.stderr.strip()[:200]}")
 
 
 def _restore_iptables(baseline: HostState) -> None:
