@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"{PROG}: error: cannot load kubeconfig {args.kubeconfig}: {exc}".splitlines()[0], file=sys.stderr)
         return 1
+    # Reflector threads decode watch events while kube-scheduler waits on a verb: hand the GIL over
+    # more often than every 5 ms, or a binding burst's events add whole switch intervals to a cycle.
+    sys.setswitchinterval(0.0005)
     cache = ClusterCache()
     stop = threading.Event()
     start_reflectors(cache, api_client, stop)
