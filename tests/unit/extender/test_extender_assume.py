@@ -236,3 +236,24 @@ def test_r1_a_monitoring_pod_gets_no_prod_victims_whatever_is_proposed() -> None
         assert body == {"NodeNameToMetaVictims": {}}
 
     _run(cache, scenario)
+
+
+def test_evictions_end_when_the_preemptor_is_placed_or_after_their_ttl() -> None:
+    from scheduler_ext.extender.server import Evictions
+    from scheduler_ext.policy.preemption import Victims
+
+    cache = _cache(pods=_full_of_batch())
+    snapshot = cache.snapshot()
+    victims = Victims("node-1", tuple(p for p in snapshot.nodes["node-1"].pods if p.name in ("f-1-0", "f-1-1")))
+    clock = Clock()
+    evictions = Evictions(ttl=10, clock=clock)
+    preemptor = _pod("serving", cpu="2")
+    evictions.record(preemptor.uid, victims)
+    assert evictions.view_for(preemptor, snapshot).nodes["node-1"].requested.cpu == 6000
+    assert evictions.view_for(_pod("other"), snapshot) is snapshot  # nobody else gets the room
+    clock.now += 11
+    assert evictions.view_for(preemptor, snapshot) is snapshot
+    evictions.record("another", victims)  # recording prunes what expired
+    assert len(evictions) == 1
+    evictions.forget("another")
+    assert len(evictions) == 0
