@@ -352,7 +352,7 @@ def run_node_role(cell: LocalCell, inventory: Path = LOCAL_INVENTORY) -> RoleRun
 def run_playbook(inventory: Path, extravars: Mapping[str, Any], private_dir: Path,
                  playbook: str = NODE_PLAYBOOK) -> RoleRun:
     """Run one of playbooks/ through ansible-runner (the local inventory, or the cloud's), counting changes."""
-    import ansible_runner  # heavy; only the real node needs it
+    import ansible_runner  # type: ignore[import-untyped]  # heavy; only the real node needs it
 
     private_dir.mkdir(parents=True, exist_ok=True)
     # The ansible-playbook beside this Python (the project's venv) first, whatever PATH says.
@@ -565,7 +565,8 @@ def node_ready(cell: LocalCell) -> bool:
         node = client.CoreV1Api(cell.api()).read_node(NODE_NAME)
     except client.ApiException:
         return False
-    return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+    conditions = (node.status.conditions if node.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
 def _wait_node_ready(cell: LocalCell, timeout: float = 120.0) -> None:
@@ -608,7 +609,7 @@ def _add(cell: LocalCell, console: Console) -> None:
         ("writing the node's certificates and configuration", lambda: write_node_config(cell)),
         ("starting containerd", lambda: cell.start("containerd")),
         ("importing the pause and course images", lambda: _import_images(rp)),
-        ("starting the kubelet", lambda: (cell.start("kubelet"), _wait_node_ready(cell))),
+        ("starting the kubelet", lambda: _start_kubelet(cell)),
         ("starting kube-proxy", lambda: cell.start("kube-proxy")),
     ]
     with console.status("") as status:
@@ -617,6 +618,11 @@ def _add(cell: LocalCell, console: Console) -> None:
             step()
             console.print(f"  [green]✓[/] {description}")
     console.print(f"[green]real node {NODE_NAME} is Ready[/] (taint {TAINT}; state in {rp.root})")
+
+
+def _start_kubelet(cell: LocalCell) -> None:
+    cell.start("kubelet")
+    _wait_node_ready(cell)
 
 
 def _role_step(cell: LocalCell) -> None:
@@ -682,8 +688,10 @@ def _drain(cell: LocalCell, timeout: float = 60.0) -> None:
     with contextlib.suppress(client.ApiException):
         core.patch_node(NODE_NAME, {"spec": {"unschedulable": True}})
         for pod in core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE_NAME}").items:
-            with contextlib.suppress(client.ApiException):
-                core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
+            meta = pod.metadata
+            if meta is not None and meta.name and meta.namespace:
+                with contextlib.suppress(client.ApiException):
+                    core.delete_namespaced_pod(meta.name, meta.namespace, grace_period_seconds=0)
     deadline = time.monotonic() + timeout
     socket_path = RealNodePaths(cell).containerd_socket
     while time.monotonic() < deadline and _running_tasks(socket_path):
