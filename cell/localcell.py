@@ -508,6 +508,10 @@ def up(nodes: int = 12, state_dir: Path | None = None, console: Console | None =
     bins = upstream.ensure_binaries(console=console)
     paths = cell.paths
     if paths.root.exists():
+        if (paths.root / "realnode").exists():  # its real node's mounts and processes go first
+            from cell import realnode
+
+            realnode.clean_leftovers(paths.root, console)
         shutil.rmtree(paths.root)  # leftovers of a failed `cell up`
     for directory in (paths.root, paths.logs_dir, paths.students_dir, paths.root / "kubeconfigs"):
         directory.mkdir(parents=True, exist_ok=True)
@@ -601,6 +605,10 @@ def down(state_dir: Path | None = None, console: Console | None = None) -> None:
         realnode.remove(cell, console, keep_cell=False)
     if cell.exists():
         _stop_all(cell)
+    if (cell.paths.root / "realnode").exists():  # a real node that crashed with its cell: nothing may stay
+        from cell import realnode
+
+        realnode.clean_leftovers(cell.paths.root, console)
     shutil.rmtree(cell.paths.root)
     console.print(f"cell down: stopped its processes and removed {cell.paths.root}")
 

@@ -674,6 +674,29 @@ def remove(cell: LocalCell, console: Console | None = None, keep_cell: bool = Tr
     _release_claim(cell)
 
 
+def clean_leftovers(state_dir: Path, console: Console) -> None:
+    """Before a cell's state directory is deleted: undo a real node whose cell left no record (a crash).
+
+    Deleting a directory with mounts beneath would reach through them (a pod's hostPath, say), so
+    this refuses, in one line, when anything stays mounted.
+    """
+    state_dir = state_dir.resolve()
+    node_root = state_dir / "realnode"
+    with _machine_lock():
+        claim = Claim.load()
+        ours = claim is not None and Path(claim.state_dir) == state_dir
+        if not ours and not node_root.exists():
+            return
+        problems = restore_machine(node_root, load_baseline() if ours else None, console)
+        if problems:
+            raise CellError(f"{state_dir} keeps a real node's leftovers: " + "; ".join(problems))
+        if ours:
+            shutil.rmtree(CLAIM_DIR, ignore_errors=True)
+    mounted = [p for p in _mount_points() if p.startswith(str(state_dir) + "/")]
+    if mounted:
+        raise CellError(f"{state_dir} still has mounts beneath it ({mounted[0]}, ...): not deleting it")
+
+
 def _api_reachable(cell: LocalCell) -> bool:
     try:
         client.VersionApi(cell.api()).get_code(_request_timeout=5)
