@@ -76,13 +76,21 @@ def machine_counts(machines: int) -> list[int]:
 
 
 def cell_document(machines: int, quotas: dict[str, dict[str, dict[str, str]]] | None = None) -> dict[str, Any]:
-    """A compact `kind: Cell` document (see cell.sim.snapshot) of `machines` machines."""
-    shapes = []
+    """A compact `kind: Cell` document (see cell.sim.snapshot) of `machines` machines.
+
+    A rack holds one platform (machines are bought and installed a rack at a time); racks are dealt
+    round-robin over the zones, and the platforms' racks are interleaved in machine order, as a cell
+    grown over several hardware generations is.
+    """
+    racks: list[tuple[float, dict[str, Any]]] = []
     for (cpu, memory, _), count in zip(MACHINE_SHAPES, machine_counts(machines), strict=True):
-        if count:
-            racks = max(1, math.ceil(count / len(ZONES) / MACHINES_PER_RACK))
-            shapes.append({"count": count, "cpu": cpu, "memory": memory, "pods": 110, "zones": list(ZONES),
-                           "racksPerZone": racks, "labels": {"cell.distos.dev/platform": f"{cpu}c-{memory}"}})
+        full, rest = divmod(count, MACHINES_PER_RACK)
+        sizes = [MACHINES_PER_RACK] * full + ([rest] if rest else [])
+        for i, size in enumerate(sizes):
+            racks.append(((i + 0.5) / len(sizes), {"count": size, "cpu": cpu, "memory": memory, "pods": 110,
+                                                   "labels": {"cell.distos.dev/platform": f"{cpu}c-{memory}"}}))
+    racks.sort(key=lambda item: item[0])
+    shapes = [{**rack, "zones": [ZONES[i % len(ZONES)]]} for i, (_, rack) in enumerate(racks)]
     document: dict[str, Any] = {"apiVersion": SIM_API_VERSION, "kind": "Cell", "machines": shapes}
     if quotas:
         document["quotas"] = quotas

@@ -20,7 +20,7 @@ Given the same rng seed, placing pods one by one here yields the same decisions 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -28,12 +28,11 @@ from scheduler_ext.policy.feasibility import Verdict
 from scheduler_ext.policy.model import AllocInfo, CellSnapshot, DomainCounts, NodeInfo, PodInfo
 from scheduler_ext.policy.scheduler import (
     UNKNOWN_NODE,
-    Decision,
     EquivalenceClass,
     FilterResult,
     PolicyCache,
     Scheduler,
-    _Entry,
+    _evaluate,
 )
 
 
@@ -129,7 +128,8 @@ class TaskClass(EquivalenceClass):
 class IncrementalScheduler(Scheduler):
     """`Scheduler` for long passes: a placed pod costs the nodes examined, not the nodes in the cell.
 
-    Only `filter` differs (it does not list the nodes it skipped); ranking and scheduling are the
+    Only `filter` differs: it does not list the nodes it skipped (the base class's loop otherwise,
+    kept step for step; a test holds the two to the same decisions). Ranking and `schedule` are the
     base class's. `equivalence_classes=False` keys the score cache by task instead of by class (Borg
     §3.4 without its first technique); with `cache=None` it makes no difference.
     """
@@ -138,43 +138,65 @@ class IncrementalScheduler(Scheduler):
                  rng: random.Random | None = None, equivalence_classes: bool = True) -> None:
         super().__init__(cache, enough_feasible, rng)
         self.equivalence_classes = equivalence_classes
-        self._task: PodInfo | None = None  # the pod being decided, when classes are off
 
     def classify(self, pod: PodInfo) -> EquivalenceClass:
         """The key results for `pod` are shared under: its class, or the task itself."""
         return EquivalenceClass.of(pod) if self.equivalence_classes else TaskClass.of_task(pod)
 
-    def _lookup(self, eclass: EquivalenceClass) -> Callable[[PodInfo, CellSnapshot, NodeInfo], _Entry]:
-        if not self.equivalence_classes and self._task is not None:
-            eclass = TaskClass.of_task(self._task)
-        return super()._lookup(eclass)
-
-    def schedule(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> Decision:
-        self._task = pod
-        try:
-            return super().schedule(pod, snapshot, node_names)
-        finally:
-            self._task = None
-
     def filter(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> FilterResult:
-        """As `Scheduler.filter`, except that nodes left unexamined are not listed: `unexamined` is
-        empty, and when enough feasible nodes were found the verdicts cover the examined nodes only
-        (otherwise every node was examined)."""
-        names: Sequence[str] = list(snapshot.nodes if node_names is None else node_names)
-        enough = self.enough_feasible
-        lookup = self._lookup(EquivalenceClass.of(pod))
+        """As `Scheduler.filter`, except that `unexamined` stays empty: when enough feasible nodes
+        were found, the verdicts cover the examined nodes only (otherwise every node was examined)."""
+        names = list(snapshot.nodes if node_names is None else node_names)
+        enough = self.enough_feasible or 0
+        relaxed = self.enough_feasible is not None and len(names) > enough
+        entries = self._entries(pod)
+        allocs = snapshot.allocs
+        # The live dict behind a CellState's read-only view: the same nodes, a cheaper lookup.
+        node_of = (snapshot._live if isinstance(snapshot, CellState) else snapshot.nodes).get
+        entry_of = entries.get
         feasible: list[str] = []
-        failed: dict[str, str] = {}
+        failed: list[str] = []
         verdicts: dict[str, Verdict] = {}
-        nodes = snapshot.nodes
+        hits = misses = found = 0
         for name in self._order(names):
-            if enough is not None and len(feasible) >= enough:
-                break
-            node = nodes.get(name)
-            verdict = UNKNOWN_NODE if node is None else lookup(pod, snapshot, node).verdict
+            node = node_of(name)
+            if node is None:
+                verdict = UNKNOWN_NODE
+            else:
+                entry = entry_of(name)
+                if entry is not None and entry.node is node and entry.allocs is allocs:
+                    hits += 1
+                else:
+                    misses += 1
+                    entry = entries[name] = _evaluate(pod, snapshot, node)
+                verdict = entry.verdict
             verdicts[name] = verdict
             if verdict.fits:
                 feasible.append(name)
+                found += 1
+                if relaxed and found >= enough:
+                    break
             else:
-                failed[name] = verdict.message
-        return FilterResult(tuple(feasible), failed, verdicts)
+                failed.append(name)
+        self._count(hits, misses)
+        return FilterResult(tuple(feasible), _Reasons(verdicts, failed), verdicts)
+
+
+class _Reasons(Mapping[str, str]):
+    """`FilterResult.failed` rendered on demand: a long pass reads it for almost no pod."""
+
+    def __init__(self, verdicts: Mapping[str, Verdict], failed: list[str]) -> None:
+        self._verdicts = verdicts
+        self._failed = failed
+
+    def __getitem__(self, name: str) -> str:
+        verdict = self._verdicts[name]
+        if verdict.fits:
+            raise KeyError(name)
+        return verdict.message
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._failed)
+
+    def __len__(self) -> int:
+        return len(self._failed)
