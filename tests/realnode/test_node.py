@@ -2,7 +2,8 @@
 
 Locally the node is this machine (added to the session's local cell by `real_node`); with
 CELL_TESTINFRA_HOSTS the same checks run over SSH against the cloud's workers (see conftest.py).
-The last test takes the local node away and checks that the machine is as it was before.
+The last tests take the local node away (directly, then a whole cell of its own through `cell up
+--real-node` and `cell down` after its agents crashed) and check that the machine is as it was before.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ import io
 import itertools
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import testinfra
 from kubernetes import client
 from kubernetes.stream import stream
 from rich.console import Console
@@ -328,3 +333,39 @@ def test_removing_the_node_leaves_the_machine_as_it_was(target: NodeTarget, name
     # Removing again finds nothing to do and changes nothing.
     realnode.remove(LocalCell(cell.state_dir), Console(stderr=True), keep_cell=True)
     assert realnode.capture_host_state().differences(node.before) == []
+
+
+# After the session's node is gone: the whole cycle through the CLI, with the node's agents crashed.
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_cell_down_after_a_crash_leaves_the_machine_as_it_was(real_node: RealNode, tmp_path: Path) -> None:
+    if real_node.present:  # run on its own: the machine's one real-node slot is needed here
+        realnode.remove(real_node.cell, Console(stderr=True), keep_cell=True)
+    before = realnode.capture_host_state()
+    state = tmp_path / "s"
+    cell_cli = str(Path(sys.executable).parent / "cell")
+    up = subprocess.run([cell_cli, "up", "--nodes", "1", "--state-dir", str(state), "--real-node"],
+                        capture_output=True, text=True, timeout=800)
+    assert up.returncode == 0, up.stderr[-2000:]
+    cell = LocalCell(state)
+    api = cell.api()
+    target = NodeTarget(testinfra.get_host("local://"), realnode.NODE_NAME, api,
+                        str(realnode.RealNodePaths(cell).containerd_socket), None)
+    name = _name("web")
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": "crash"}})
+    _create_running(target, "crash", _pod(target, name, course_images()["web"], probe=True), ready=True)
+    client.CoreV1Api(api).create_namespaced_service("crash", {
+        "metadata": {"name": name}, "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}})
+    wait_for(lambda: "KUBE-SVC" in target.privileged("iptables-save -t nat"), timeout=30, what="kube-proxy's rules")
+    # The node's agents crash; the pod's containers keep running under their shims.
+    for component in ("kubelet", "containerd"):
+        os.kill(cell.pid(component) or 0, signal.SIGKILL)
+    assert _pids_in_cgroup_of(target, "kubepods")
+
+    down = subprocess.run([cell_cli, "down", "--state-dir", str(state)], capture_output=True, text=True, timeout=300)
+
+    assert down.returncode == 0, down.stderr[-2000:]
+    assert realnode.capture_host_state().differences(before) == []
+    assert not _pids_in_cgroup_of(target, "kubepods")
+    assert not [p for p in target.host.process.filter() if str(state) in p.args]
+    assert not state.exists() and realnode.Claim.load() is None
