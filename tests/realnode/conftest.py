@@ -15,6 +15,7 @@ CELL_TESTINFRA_HOSTS is a comma-separated list of testinfra host specs (`ssh://u
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +50,10 @@ def is_local() -> bool:
 
 
 def _hosts() -> list[Host]:
+    # testinfra's ansible backend runs ansible-inventory: the project's, beside this Python.
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", os.defpath)])
     return testinfra.get_hosts(host_specs())
 
 

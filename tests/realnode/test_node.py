@@ -29,7 +29,7 @@ from cell.errors import CellError
 from cell.experiences import course_images
 from cell.localcell import LocalCell
 from tests.integration.helpers import wait_for
-from tests.realnode.conftest import NodeTarget, RealNode
+from tests.realnode.conftest import NodeTarget, RealNode, is_local
 
 pytestmark = pytest.mark.realnode
 
@@ -338,7 +338,10 @@ def test_removing_the_node_leaves_the_machine_as_it_was(target: NodeTarget, name
 # After the session's node is gone: the whole cycle through the CLI, with the node's agents crashed.
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_cell_down_after_a_crash_leaves_the_machine_as_it_was(real_node: RealNode, tmp_path: Path) -> None:
+def test_cell_down_after_a_crash_leaves_the_machine_as_it_was(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    if not is_local():
+        pytest.skip("the local cell's real node only")
+    real_node: RealNode = request.getfixturevalue("real_node")
     if real_node.present:  # run on its own: the machine's one real-node slot is needed here
         realnode.remove(real_node.cell, Console(stderr=True), keep_cell=True)
     before = realnode.capture_host_state()
