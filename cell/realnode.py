@@ -596,8 +596,10 @@ def add(cell: LocalCell, console: Console | None = None) -> None:
         _add(cell, console)
     except BaseException:
         console.print("[red]the real node could not be added; undoing what was done[/]")
-        with contextlib.suppress(CellError):
+        try:
             remove(cell, console=console, keep_cell=True)
+        except Exception as exc:  # the first failure is the one to report; this one must not hide it
+            console.print(f"[red]undoing it failed too ({exc}); `cell down` tries again[/]", highlight=False)
         raise
 
 
