@@ -5,10 +5,12 @@ proves `cell down` cleans up can fail.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from cell import realnode
 from cell.errors import CellError
@@ -114,3 +116,24 @@ def test_a_real_node_needs_root_and_a_short_enough_state_directory(cell: LocalCe
     (deep / "cell.json").write_text((cell.state_dir / "cell.json").read_text())
     with pytest.raises(CellError, match="too deep for containerd's socket"):
         realnode.check_machine(LocalCell(deep))
+
+
+def test_a_failed_add_takes_back_its_claim_and_its_record(cell: LocalCell, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(realnode, "CLAIM_DIR", tmp_path / "run" / "realnode")
+    monkeypatch.setattr(realnode, "_preflight", lambda _cell: None)
+    record = json.loads((cell.state_dir / "cell.json").read_text())
+    del record["real_node"]
+    (cell.state_dir / "cell.json").write_text(json.dumps(record))
+
+    def role_fails(_cell: LocalCell) -> realnode.RoleRun:
+        assert realnode.Claim.load() is not None  # claimed while it works
+        raise CellError("node.yml failed: task 'Install the container runtime packages': no network")
+
+    monkeypatch.setattr(realnode, "run_node_role", role_fails)
+    fresh = LocalCell(cell.state_dir)
+    with pytest.raises(CellError, match="no network"):
+        realnode.add(fresh, Console(file=io.StringIO()))
+    assert realnode.Claim.load() is None
+    assert "real_node" not in json.loads((cell.state_dir / "cell.json").read_text())
+    assert not (cell.state_dir / "realnode").exists()
