@@ -109,6 +109,7 @@ class BindingClock:
                     for line in iter_resp_lines(resp):
                         event = _EVENT.decode(line)
                         if event.type == "ERROR":
+                            console.print(f"[yellow]binding clock: watch error {bytes(event.object)[:200]!r}[/]")
                             resource_version = ""  # expired: list again
                             break
                         pod = _POD.decode(event.object)
@@ -119,6 +120,9 @@ class BindingClock:
                             return
                 finally:
                     resp.release_conn()
+                if not self.done.is_set() and not self._stop.is_set():
+                    console.print(f"[yellow]binding clock: watch closed by the server after "
+                                  f"{len(self.times)} bindings; resuming[/]")
             except Exception as exc:  # a broken stream: resume from where it was
                 console.print(f"[yellow]binding clock: {type(exc).__name__}: {exc}[/]")
                 time.sleep(0.5)
