@@ -19,6 +19,8 @@ from scheduler_ext.policy.feasibility import Verdict, alloc_instance_fits, ledge
 from scheduler_ext.policy.model import AllocInfo, AllocInstance, CellSnapshot, NodeInfo, PodInfo
 from scheduler_ext.policy.resources import Resources
 
+_TOO_SMALL = "instance needs "  # how alloc_instance_fits words a capacity shortfall
+
 PENDING = "Pending"
 PARTIALLY_RESERVED = "PartiallyReserved"
 RESERVED = "Reserved"
@@ -90,6 +92,7 @@ def place_alloc(alloc: AllocInfo, snapshot: CellSnapshot) -> AllocPlacement:
     missing = [index for index in range(alloc.count) if index not in kept_indices]
 
     rejected: dict[str, list[str]] = {}
+    too_small: dict[str, Resources] = {}
     candidates: list[tuple[float, str, str | None]] = []
     for name in sorted(snapshot.nodes) if missing else ():
         node = snapshot.nodes[name]
@@ -103,7 +106,13 @@ def place_alloc(alloc: AllocInfo, snapshot: CellSnapshot) -> AllocPlacement:
         else:
             verdict = alloc_instance_fits(alloc, snapshot, node)
         if not verdict.fits:
-            rejected.setdefault(verdict.message, []).append(name)
+            # A node out for another reason is listed under that one alone. Capacity shortfalls differ
+            # node by node only in the free amounts: one line for all of them.
+            others = [r for r in verdict.reasons if not r.startswith(_TOO_SMALL)]
+            if others:
+                rejected.setdefault("; ".join(others), []).append(name)
+            else:
+                too_small[name] = ledger(node, tuple(a for a in snapshot.allocs_on(name) if a.key != alloc.key)).free
             continue
         usage = _utilisation_after(alloc, snapshot, node)
         candidates.append((usage if alloc.band.is_prod else -usage, name, domain))
@@ -124,6 +133,10 @@ def place_alloc(alloc: AllocInfo, snapshot: CellSnapshot) -> AllocPlacement:
                 if domain == choice[2] and name not in used_nodes:
                     rejected.setdefault(f"{alloc.spread_by}={domain} already holds an instance", []).append(name)
 
+    if too_small:
+        most = Resources(max(f.cpu for f in too_small.values()), max(f.memory for f in too_small.values()))
+        where = "node has" if len(too_small) == 1 else "nodes have at most"
+        rejected[f"{_TOO_SMALL}{alloc.resources}, {where} {most} free"] = list(too_small)
     placed.sort(key=lambda i: i.index)
     unplaced = alloc.count - len(placed)
     if unplaced == 0:

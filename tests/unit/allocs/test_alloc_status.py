@@ -111,3 +111,15 @@ def test_releasing_status_holds_nothing_and_says_why() -> None:
     assert "evicting 2 member pod(s)" in status["message"]
     assert "cache-a, cache-b" in status["message"] and "PodDisruptionBudget" in status["message"]
     assert releasing_status(a, 0)["message"] == "alloc alice/cache is being deleted: reservation released"
+
+
+def test_capacity_shortfalls_are_one_line_naming_the_most_any_node_has_free() -> None:
+    snapshot = cell(node("n1", pods=(pod("a", cpu="1"),)), node("n2", pods=(pod("b", cpu="3", memory="2Gi"),)),
+                    node("n3", cpu="4", gpu="yes"), node("n4", unschedulable=True))
+    placement = place_alloc(alloc("c", cpu="9", memory="1Gi", count=2), snapshot)
+    assert placement.message == (
+        "0 of 2 instance(s) of cpu 9 / memory 1Gi placed; 2 fit nowhere: "
+        "3 node(s): instance needs cpu 9 / memory 1Gi, nodes have at most cpu 7 / memory 32Gi free; "
+        "1 node(s): node is cordoned (unschedulable)")
+    one = place_alloc(alloc("c", cpu="5", count=1, selector={"gpu": "yes"}), snapshot)
+    assert "1 node(s): instance needs cpu 5 / memory 2Gi, node has cpu 4 / memory 32Gi free" in one.message
