@@ -250,6 +250,30 @@ def test_alloc_set_reserved_on_distinct_nodes_in_distinct_zones(kube_api: client
     assert FINALIZER in alloc["metadata"]["finalizers"]
 
 
+def test_an_alloc_set_grows_and_shrinks_without_moving_what_it_holds(kube_api: client.ApiClient, namespace: str,
+                                                                     test_nodes: NodeFactory) -> None:
+    names = test_nodes(3)
+    create_alloc(kube_api, namespace, alloc_manifest("elastic", namespace, count=1, cpu="1"))
+    first = placed(wait_phase(kube_api, namespace, "elastic", "Reserved"))
+    custom = client.CustomObjectsApi(kube_api)
+
+    def resize(count: int) -> dict[str, Any]:
+        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "elastic", {"spec": {"count": count}})
+
+        def settled() -> dict[str, Any] | None:
+            alloc = read_alloc(kube_api, namespace, "elastic") or {}
+            status = alloc.get("status") or {}
+            done = status.get("observedGeneration") == alloc["metadata"]["generation"] and status.get("phase")
+            return alloc if done == "Reserved" and len(status["instances"]) == count else None
+
+        return wait_for(settled, 60, what=f"Alloc elastic Reserved with {count} instances")
+
+    grown = placed(resize(3))
+    assert first <= grown and {n for _, n in grown} == set(names), grown
+    shrunk = placed(resize(2))
+    assert first <= shrunk and {i for i, _ in shrunk} == {0, 1} and shrunk <= grown, shrunk
+
+
 def test_instances_that_fit_nowhere_wait_with_a_reason_and_are_placed_when_capacity_frees(
         kube_api: client.ApiClient, namespace: str, test_nodes: NodeFactory) -> None:
     names = test_nodes(2)
