@@ -33,6 +33,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from scheduler_ext.policy.allocs import (
+    PENDING,
     RESERVED,
     AllocPlacement,
     alloc_status,
@@ -262,7 +263,7 @@ class AllocReconciler:
         alloc = _parse(obj)
         generation = obj["metadata"].get("generation")
         if isinstance(alloc, str):
-            status = {"phase": "Pending", "instances": [], "message": alloc, "observedGeneration": generation}
+            status = {"phase": PENDING, "instances": [], "message": alloc, "observedGeneration": generation}
             if _status_differs(obj, status):
                 await asyncio.to_thread(write_status, self.api, obj, status)
             return
