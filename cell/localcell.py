@@ -64,6 +64,8 @@ class CellPaths:
         self.record = self.root / "cell.json"
         self.etcd_data = self.root / "etcd-data"
         self.extender_url_file = self.root / "extender.url"
+        # What every process of this cell carries in its argv; the separator keeps sibling dirs apart.
+        self.marker = str(self.root) + os.sep
 
     def server_url(self) -> str:
         return server_url_of(self.kubeconfig)
@@ -90,7 +92,10 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 
 def _pid_alive(pid: int, marker: str) -> bool:
-    """True if pid runs and its command line mentions marker (guards against PID reuse)."""
+    """True if pid runs and its command line mentions marker (guards against PID reuse).
+
+    Callers pass a directory with its trailing separator, so /tmp/cell never matches /tmp/cell-2's processes.
+    """
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -273,7 +278,7 @@ class LocalCell:
 
     def alive(self, name: str) -> bool:
         pid = self.pid(name)
-        return pid is not None and _pid_alive(pid, str(self.paths.root))
+        return pid is not None and _pid_alive(pid, self.paths.marker)
 
     def _ssl_context(self, mode: str) -> ssl.SSLContext | None:
         if mode == "none":
@@ -326,7 +331,7 @@ class LocalCell:
     def stop(self, name: str, timeout: float = 15.0) -> None:
         """Stop one component (its whole process group) by the PID the cell recorded."""
         pid = self.pid(name)
-        if pid is not None and _pid_alive(pid, str(self.paths.root)):
+        if pid is not None and _pid_alive(pid, self.paths.marker):
             _terminate(pid, timeout)
         self.record.setdefault("pids", {}).pop(name, None)
         self._save()
@@ -580,7 +585,7 @@ def _stop_all(cell: LocalCell) -> None:
     for name in reversed(cell.component_names()):
         cell.stop(name)
     # Belt and braces: anything else still running out of this state dir (e.g. orphaned children).
-    marker = str(cell.paths.root)
+    marker = cell.paths.marker
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit() and int(proc.name) != os.getpid() and _pid_alive(int(proc.name), marker):
             _terminate(int(proc.name), 5.0)

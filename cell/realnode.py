@@ -804,8 +804,9 @@ def _pids_mentioning(marker: str) -> set[int]:
 
 def _kill_leftover_processes(node_root: Path, in_cgroups: bool) -> None:
     """Containers whose shim died and shims whose containerd died: nothing of the node may survive."""
+    marker = str(node_root) + os.sep  # with the separator: a sibling directory's processes never match
     for _ in range(50):
-        pids = (_pids_in_cgroups() if in_cgroups else set()) | _pids_mentioning(str(node_root))
+        pids = (_pids_in_cgroups() if in_cgroups else set()) | _pids_mentioning(marker)
         if not pids:
             return
         for pid in pids:
@@ -815,7 +816,7 @@ def _kill_leftover_processes(node_root: Path, in_cgroups: bool) -> None:
         for pid in pids:
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitpid(pid, os.WNOHANG)
-    raise CellError(f"processes {sorted(_pids_in_cgroups() | _pids_mentioning(str(node_root)))} survive SIGKILL")
+    raise CellError(f"processes {sorted(_pids_in_cgroups() | _pids_mentioning(marker))} survive SIGKILL")
 
 
 def _unmount_under(root: Path) -> None:
