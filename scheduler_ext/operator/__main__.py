@@ -29,7 +29,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = _OneLineParser(prog="python -m scheduler_ext.operator",
-                            description="Cell's operator: BandQuota status.used (Q7).")
+                            description="Cell's operator: BandQuota status.used (Q7) and Alloc placement (A1-A6).")
     parser.add_argument("--kubeconfig", required=True, type=Path)
     parser.add_argument("--health-port", required=True, type=int, help="liveness: GET http://127.0.0.1:P/healthz")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
