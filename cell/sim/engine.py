@@ -279,6 +279,9 @@ class Simulation:
             self.stats.memo_hits += 1
             self.pending[pod.key] = PendingTask(pod.key, pod.owner, pod.band, known)
             return
+        # Each task's random examination order follows from (seed, task) alone, so that skipping a
+        # decision (the memo) or adding a job does not reshuffle every later task's order.
+        self.scheduler.rng.seed(f"{self.options.seed}/{pod.uid}")
         decision = self.scheduler.schedule(pod, self.state)
         self.stats.decisions += 1
         self.stats.nodes_examined += len(decision.verdicts)

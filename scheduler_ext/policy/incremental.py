@@ -43,9 +43,10 @@ class CellState(CellSnapshot):
     under it (a report, a reference run) takes `freeze()`.
     """
 
-    __slots__ = ("_counts", "_live")
+    __slots__ = ("_counts", "_live", "_names")
 
     _live: dict[str, NodeInfo]
+    _names: list[str]
     _counts: dict[str, tuple[dict[str, int], dict[str, int]]]
 
     def __init__(self, start: CellSnapshot) -> None:
@@ -53,6 +54,7 @@ class CellState(CellSnapshot):
         super().__init__(live, start.allocs)
         object.__setattr__(self, "_live", live)
         object.__setattr__(self, "nodes", MappingProxyType(live))  # read-only for others, current for us
+        object.__setattr__(self, "_names", list(live))  # bind and evict replace nodes, never add or drop them
         counts: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
         for node in live.values():
             for job, count in node.job_counts.items():
@@ -146,13 +148,17 @@ class IncrementalScheduler(Scheduler):
     def filter(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> FilterResult:
         """As `Scheduler.filter`, except that `unexamined` stays empty: when enough feasible nodes
         were found, the verdicts cover the examined nodes only (otherwise every node was examined)."""
-        names = list(snapshot.nodes if node_names is None else node_names)
+        state = snapshot if isinstance(snapshot, CellState) else None
+        if node_names is None and state is not None:
+            names = state._names  # not copied per pod: nobody changes it
+        else:
+            names = list(snapshot.nodes if node_names is None else node_names)
         enough = self.enough_feasible or 0
         relaxed = self.enough_feasible is not None and len(names) > enough
         entries = self._entries(pod)
         allocs = snapshot.allocs
         # The live dict behind a CellState's read-only view: the same nodes, a cheaper lookup.
-        node_of = (snapshot._live if isinstance(snapshot, CellState) else snapshot.nodes).get
+        node_of = (state._live if state is not None else snapshot.nodes).get
         entry_of = entries.get
         feasible: list[str] = []
         failed: list[str] = []
