@@ -182,7 +182,8 @@ class Simulation:
         self.cache = PolicyCache(CACHE_CLASSES) if techniques.score_caching else None
         self.scheduler = IncrementalScheduler(
             self.cache,
-            enough_feasible=self.options.enough_feasible if techniques.relaxed_randomization else None,
+            # 0 means "examine every node", as the extender's --enough-feasible 0 does.
+            enough_feasible=(self.options.enough_feasible or None) if techniques.relaxed_randomization else None,
             rng=random.Random(self.options.seed),
             equivalence_classes=techniques.equivalence_classes,
         )

@@ -138,6 +138,14 @@ def test_same_seed_same_run_and_the_techniques_do_not_change_decisions() -> None
     assert exhaustive.stats.nodes_examined >= exhaustive.stats.decisions * 1  # every decision looked at nodes
 
 
+def test_enough_feasible_zero_examines_every_node() -> None:
+    cell = sim_cell(*nodes(150))
+    result = simulate(cell, workload(job("one", "production")), SimOptions(enough_feasible=0))
+    assert result.stats.nodes_examined == 150
+    relaxed = simulate(cell, workload(job("one", "production")), SimOptions(enough_feasible=10))
+    assert relaxed.stats.nodes_examined == 10  # an empty cell: every node examined is feasible
+
+
 def test_a_workload_alloc_that_already_exists_in_the_cell_is_an_error() -> None:
     cell = sim_cell(*nodes(1), _alloc_manifest("cache", "node-1"))
     with pytest.raises(CellError, match="alloc alice/cache already exists in the cell"):
