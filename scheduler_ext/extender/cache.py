@@ -32,7 +32,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from scheduler_ext.extender import wire
-from scheduler_ext.policy.model import AllocInfo, CellSnapshot, NodeInfo, PodInfo
+from scheduler_ext.policy.model import TERMINAL_PHASES, AllocInfo, CellSnapshot, NodeInfo, PodInfo
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ class ClusterCache:
         self.assume_ttl = assume_ttl
         self._clock = clock
         self._outcomes = dict.fromkeys(ASSUME_OUTCOMES, 0)
+        self._raw: dict[str, tuple[object, ...]] = {}  # last watch object per pod/node, in wire form
 
     # --- state ------------------------------------------------------------------------------------
 
@@ -211,6 +212,10 @@ class ClusterCache:
                     self._delete_alloc(key)
             else:
                 raise ValueError(f"unknown kind {kind!r}")
+            # The fast path for unchanged watch objects starts over with what this list says.
+            prefix = {NODES: "node/", PODS: "pod/"}.get(kind)
+            if prefix:
+                self._raw = {key: raw for key, raw in self._raw.items() if not key.startswith(prefix)}
             for manifest in manifests:
                 self._apply(kind, "ADDED", manifest)
             self._synced[kind] = True
@@ -324,9 +329,37 @@ class ClusterCache:
         if event.type == "BOOKMARK":
             return _meta_decoder.decode(event.object).metadata.resource_version or None
         obj = _object_decoders[kind].decode(event.object)
+        raw = _raw_key(kind, obj)
+        if raw is not None and event.type == "MODIFIED":
+            # Most updates are status noise (a pod turning Ready, a node heartbeat): when nothing the
+            # policy reads changed, skip building the policy's view of the object again.
+            with self._lock:
+                if self._raw.get(raw[0]) == raw[1]:
+                    self.events += 1
+                    return obj.metadata.resource_version or None  # type: ignore[no-any-return]
         manifest = _manifest(obj)
-        self.apply(kind, event.type, manifest)
+        with self._lock:
+            self._apply(kind, event.type, manifest)
+            if raw is not None:
+                if event.type == "DELETED":
+                    self._raw.pop(raw[0], None)
+                else:
+                    self._raw[raw[0]] = raw[1]
         return str((manifest.get("metadata") or {}).get("resourceVersion", "")) or None
+
+
+def _raw_key(kind: str, obj: object) -> tuple[str, tuple[object, ...]] | None:
+    """(identity, what the policy reads) of a decoded watch object, compared as msgspec structs."""
+    if isinstance(obj, wire.Pod):
+        meta = obj.metadata
+        terminal = obj.status is not None and obj.status.phase in TERMINAL_PHASES
+        return "pod/" + meta.uid, (meta.name, meta.namespace, meta.labels, meta.owner_references, obj.spec, terminal)
+    if isinstance(obj, wire.Node):
+        status = obj.status
+        return "node/" + obj.metadata.name, (obj.metadata.labels, obj.spec,
+                                             status.allocatable if status else None,
+                                             status.capacity if status else None)
+    return None
 
 
 def _alloc_key(manifest: Mapping[str, Any]) -> str:

@@ -125,6 +125,35 @@ def test_raw_list_and_watch_lines() -> None:
     assert cache.synced
 
 
+def test_status_noise_in_the_watch_is_skipped_and_real_changes_are_not() -> None:
+    cache = _synced_cache()
+    cache.handle_watch_line(PODS, watch_line("ADDED", pod_manifest("w", node="node-2", resource_version="20")))
+    before = cache.snapshot()
+    ready = pod_manifest("w", node="node-2", phase="Running", resource_version="21")
+    ready["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    assert cache.handle_watch_line(PODS, watch_line("MODIFIED", ready)) == "21"
+    assert cache.snapshot() is before
+    relabelled = pod_manifest("w", node="node-2", phase="Running", resource_version="22",
+                              labels={"cell.distos.dev/alloc": "cache"})
+    cache.handle_watch_line(PODS, watch_line("MODIFIED", relabelled))
+    assert cache.snapshot().nodes["node-2"].pods[0].alloc == "alice/cache"
+    done = pod_manifest("w", node="node-2", phase="Succeeded", resource_version="23")
+    cache.handle_watch_line(PODS, watch_line("MODIFIED", done))
+    assert cache.snapshot().nodes["node-2"].pods == ()
+    heartbeat = node_manifest("node-2", zone="zone-b", resource_version="9")
+    cache.handle_watch_line(NODES, watch_line("MODIFIED", heartbeat))
+    cordoned = {**heartbeat, "spec": {"unschedulable": True}}
+    cache.handle_watch_line(NODES, watch_line("MODIFIED", cordoned))
+    assert cache.snapshot().nodes["node-2"].unschedulable
+    # A relist forgets what the watch said: the next update is applied in full, even an identical one.
+    cache.handle_watch_line(PODS, watch_line("MODIFIED", ready))
+    assert [p.name for p in cache.snapshot().nodes["node-2"].pods] == ["w"]
+    cache.replace(PODS, [])
+    assert cache.snapshot().nodes["node-2"].pods == ()
+    cache.handle_watch_line(PODS, watch_line("MODIFIED", ready))
+    assert [p.name for p in cache.snapshot().nodes["node-2"].pods] == ["w"]
+
+
 def test_watch_410_means_list_again() -> None:
     cache = _synced_cache()
     gone = watch_line("ERROR", {"kind": "Status", "apiVersion": "v1", "status": "Failure",
