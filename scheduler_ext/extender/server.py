@@ -170,6 +170,20 @@ class ExtenderServer:
         self.why_store = why
         self.metrics = metrics
         self.evictions = evictions or Evictions()
+        # kube-scheduler sends the same pod to filter and then prioritize: convert it once.
+        self._pod_infos: OrderedDict[tuple[str, str], PodInfo] = OrderedDict()
+
+    def _pod_info(self, pod: wire.Pod) -> PodInfo:
+        meta = pod.metadata
+        if not meta.uid or not meta.resource_version:
+            return wire.pod_info(pod)
+        key = (meta.uid, meta.resource_version)
+        info = self._pod_infos.get(key)
+        if info is None:
+            info = self._pod_infos[key] = wire.pod_info(pod)
+            if len(self._pod_infos) > 64:
+                self._pod_infos.popitem(last=False)
+        return info
 
     def instrument(self, verb: str, handler: Handler) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
@@ -192,7 +206,7 @@ class ExtenderServer:
         args = wire.decode_args(await request.read())
         if not self.source.synced:
             return _json(wire.ExtenderFilterResult(error="cell extender: cache not synced yet"))
-        pod = wire.pod_info(args.pod)
+        pod = self._pod_info(args.pod)
         result = self.scheduler.filter(pod, self.evictions.view_for(pod, self.source.snapshot()),
                                        wire.node_names(args))
         self.why_store.record(pod, result)
@@ -217,7 +231,7 @@ class ExtenderServer:
         names = wire.node_names(args)
         if not self.source.synced:
             return _json([wire.HostPriority(name, 0) for name in names])
-        pod = wire.pod_info(args.pod)
+        pod = self._pod_info(args.pod)
         ranking = self.scheduler.rank(pod, self.evictions.view_for(pod, self.source.snapshot()), names)
         if ranking.best is not None:
             # Cell's pick scores 10 and every other node at most 9, so kube-scheduler binds it there.
