@@ -87,6 +87,9 @@ class NodeLedger:
 def ledger(node: NodeInfo, allocs: Iterable[AllocInfo], without: frozenset[str] = frozenset()) -> NodeLedger:
     """Book the node's pods (except the uids in `without`) against the allocs placed on it."""
     allocs = tuple(allocs)
+    if not allocs and not without:
+        # No reservation on the node (the common case): its pods' sum is already known.
+        return NodeLedger(node=node, ordinary=node.requested, reservations=())
     keys = {alloc.key for alloc in allocs}
     ordinary_cpu = ordinary_mem = 0
     members: dict[str, list[int]] = {key: [0, 0] for key in keys}

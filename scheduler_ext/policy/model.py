@@ -321,13 +321,15 @@ class CellSnapshot:
         """
         snapshot = cls(nodes, allocs)
         versions = [(previous.nodes.get(name), snapshot.nodes.get(name)) for name in changed]
-        # Only jobs with pods on a changed node (before or after) need new counts; the rest are shared.
+        # Only jobs whose count changed on a changed node need new counts; the rest are shared.
         touched: set[str] = set()
         for before, after in versions:
-            if before is not None:
-                touched.update(before.job_counts)
-            if after is not None:
-                touched.update(after.job_counts)
+            old_counts = before.job_counts if before is not None else {}
+            new_counts = after.job_counts if after is not None else {}
+            moved = (before is not None and after is not None
+                     and (before.zone != after.zone or before.rack != after.rack))
+            touched.update(job for job in old_counts.keys() | new_counts.keys()
+                           if moved or old_counts.get(job) != new_counts.get(job))
         carried = list(previous._domains.items())[-_CARRIED_JOBS:]
         for job, counts in carried:
             if job in touched:

@@ -119,3 +119,21 @@ def test_derived_spread_counts_equal_a_fresh_count(snapshot: CellSnapshot,
         fresh = CellSnapshot(dict(snapshot.nodes), snapshot.allocs)
         for job in jobs:
             assert snapshot.job_domains(job) == fresh.job_domains(job)
+
+
+@given(cells(), st.lists(st.tuples(st.integers(min_value=0, max_value=5), st.sampled_from(["zone-0", "zone-9"]),
+                                   st.sampled_from(["rack-0", "rack-9"])), max_size=6))
+def test_derived_spread_counts_follow_relabelled_nodes(snapshot: CellSnapshot,
+                                                       moves: list[tuple[int, str, str]]) -> None:
+    jobs = ("alice/ReplicaSet/a", "alice/ReplicaSet/b", "alice/ReplicaSet/c")
+    for job in jobs:
+        snapshot.job_domains(job)
+    names = sorted(snapshot.nodes)
+    for where, zone, rack in moves:
+        node = snapshot.nodes[names[where % len(names)]]
+        relabelled = NodeInfo(node.name, node.allocatable, {**node.labels, ZONE_LABEL: zone, RACK_LABEL: rack},
+                              node.pods, node.max_pods, node.unschedulable)
+        snapshot = snapshot.with_nodes(relabelled)
+        fresh = CellSnapshot(dict(snapshot.nodes), snapshot.allocs)
+        for job in jobs:
+            assert snapshot.job_domains(job) == fresh.job_domains(job)
