@@ -8,11 +8,12 @@ GET  /why/{namespace}/{pod}           per-node reasons of the last filter decisi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -23,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from scheduler_ext.extender import wire
 from scheduler_ext.policy.model import CellSnapshot, PodInfo
 from scheduler_ext.policy.preemption import Victims, vet_victims
-from scheduler_ext.policy.scheduler import NOT_EXAMINED, FilterResult, PolicyCache, Scheduler
+from scheduler_ext.policy.scheduler import NOT_EXAMINED, FilterResult, PolicyCache, Ranking, Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,9 @@ class Metrics:
         self.assumptions = Gauge("cell_extender_assumed_placements",
                                  "Placements assumed before the binding was seen, by how the watch settled them.",
                                  ["outcome"], registry=registry)
+        self.ranked_ahead = Counter("cell_extender_ranked_ahead",
+                                    "Rankings computed between filter and prioritize: used, or stale (computed again).",
+                                    ["result"], registry=registry)
         self.preempt_dropped = Counter("cell_extender_preempt_nodes_dropped",
                                        "Nodes taken out of kube-scheduler's preemption proposals, by reason.",
                                        ["reason"], registry=registry)
@@ -158,6 +162,21 @@ class Metrics:
 
 def _json(payload: Any, status: int = 200) -> web.Response:
     return web.Response(body=wire.encode(payload), status=status, content_type="application/json")
+
+
+def _priorities(ranking: Ranking, names: Sequence[str]) -> bytes:
+    return wire.encode([wire.HostPriority(name, score) for name, score in ranking.wire(names).items()])
+
+
+@dataclass(slots=True)
+class _Ahead:
+    """A ranking computed between a pod's filter and its prioritize, for that prioritize."""
+
+    pod: PodInfo
+    snapshot: CellSnapshot
+    names: tuple[str, ...]
+    ranking: Ranking | None = None
+    body: bytes | None = None
 
 
 class ExtenderServer:
@@ -170,6 +189,7 @@ class ExtenderServer:
         self.why_store = why
         self.metrics = metrics
         self.evictions = evictions or Evictions()
+        self._ahead: _Ahead | None = None
         # kube-scheduler sends the same pod to filter and then prioritize: convert it once.
         self._pod_infos: OrderedDict[tuple[str, str], PodInfo] = OrderedDict()
 
@@ -207,8 +227,8 @@ class ExtenderServer:
         if not self.source.synced:
             return _json(wire.ExtenderFilterResult(error="cell extender: cache not synced yet"))
         pod = self._pod_info(args.pod)
-        result = self.scheduler.filter(pod, self.evictions.view_for(pod, self.source.snapshot()),
-                                       wire.node_names(args))
+        snapshot = self.evictions.view_for(pod, self.source.snapshot())
+        result = self.scheduler.filter(pod, snapshot, wire.node_names(args))
         self.why_store.record(pod, result)
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
@@ -218,6 +238,10 @@ class ExtenderServer:
         if len(feasible) == 1:
             # kube-scheduler takes a lone feasible node without asking prioritize: book it now.
             self._assume(pod, feasible[0])
+        elif feasible:
+            # kube-scheduler runs its own score plugins before it asks prioritize: rank meanwhile.
+            self._ahead = _Ahead(pod, snapshot, tuple(feasible))
+            asyncio.get_running_loop().call_soon(self._rank_ahead, self._ahead)
         node_list = wire.filtered_node_list(args, set(feasible))
         return _json(wire.ExtenderFilterResult(
             nodes=node_list,
@@ -232,11 +256,31 @@ class ExtenderServer:
         if not self.source.synced:
             return _json([wire.HostPriority(name, 0) for name in names])
         pod = self._pod_info(args.pod)
-        ranking = self.scheduler.rank(pod, self.evictions.view_for(pod, self.source.snapshot()), names)
-        if ranking.best is not None:
+        snapshot = self.evictions.view_for(pod, self.source.snapshot())
+        ahead, self._ahead = self._ahead, None
+        if (ahead is not None and ahead.body is not None and ahead.pod.uid == pod.uid and ahead.pod is pod
+                and ahead.snapshot is snapshot and ahead.names == tuple(names)):
+            self.metrics.ranked_ahead.labels("used").inc()
+            ranking, body = ahead.ranking, ahead.body
+        else:
+            if ahead is not None:
+                self.metrics.ranked_ahead.labels("stale").inc()
+            ranking = self.scheduler.rank(pod, snapshot, names)
+            body = _priorities(ranking, names)
+        if ranking is not None and ranking.best is not None:
             # Cell's pick scores 10 and every other node at most 9, so kube-scheduler binds it there.
             self._assume(pod, ranking.best)
-        return _json([wire.HostPriority(name, score) for name, score in ranking.wire(names).items()])
+        return web.Response(body=body, content_type="application/json")
+
+    def _rank_ahead(self, ahead: _Ahead) -> None:
+        """The ranking prioritize will most likely be asked for, computed while kube-scheduler scores."""
+        if self._ahead is not ahead:
+            return  # another pod came first
+        try:
+            ahead.ranking = self.scheduler.rank(ahead.pod, ahead.snapshot, ahead.names)
+            ahead.body = _priorities(ahead.ranking, ahead.names)
+        except Exception:  # prioritize computes it again, and reports what goes wrong
+            log.exception("ranking %s ahead of prioritize failed", ahead.pod.key)
 
     async def preempt(self, request: web.Request) -> web.Response:
         args = wire.decode_preemption_args(await request.read())

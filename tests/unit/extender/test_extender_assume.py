@@ -257,3 +257,23 @@ def test_evictions_end_when_the_preemptor_is_placed_or_after_their_ttl() -> None
     assert len(evictions) == 1
     evictions.forget("another")
     assert len(evictions) == 0
+
+
+def test_prioritize_uses_the_ranking_prepared_after_filter_only_when_nothing_changed() -> None:
+    cache = _cache()
+
+    async def scenario(client: TestClient) -> None:
+        first = pod_manifest("frontend-0", cpu="1", owner="frontend-rs")
+        second = pod_manifest("frontend-1", cpu="1", owner="frontend-rs")
+        placed = await _schedule(client, first, SIX)
+        # Filter the second pod, then change the cell before prioritize: the prepared ranking is stale.
+        await _post(client, "/filter", extender_args(second, SIX))
+        cache.apply(PODS, "ADDED", pod_manifest("intruder", cpu="7", node="node-2", phase="Running"))
+        scores = await _post(client, "/prioritize", extender_args(second, SIX))
+        best = max(scores, key=lambda entry: entry["Score"])["Host"]
+        assert best not in (placed, "node-2")  # the intruder's node is full now, and is not picked
+        metrics = await (await client.get("/metrics")).text()
+        assert 'cell_extender_ranked_ahead_total{result="used"} 1.0' in metrics
+        assert 'cell_extender_ranked_ahead_total{result="stale"} 1.0' in metrics
+
+    _run(cache, scenario)
