@@ -206,6 +206,9 @@ class ExtenderServer:
         return info
 
     def instrument(self, verb: str, handler: Handler) -> Handler:
+        latency = self.metrics.latency.labels(verb)  # label lookups once, not per request
+        counters: dict[int, Any] = {}
+
         async def wrapped(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
             try:
@@ -217,8 +220,11 @@ class ExtenderServer:
             except Exception as exc:
                 log.exception("%s failed", verb)
                 response = web.Response(status=500, text=f"{verb} failed: {type(exc).__name__}: {exc}\n")
-            self.metrics.requests.labels(verb, str(response.status)).inc()
-            self.metrics.latency.labels(verb).observe(time.perf_counter() - started)
+            counter = counters.get(response.status)
+            if counter is None:
+                counter = counters[response.status] = self.metrics.requests.labels(verb, str(response.status))
+            counter.inc()
+            latency.observe(time.perf_counter() - started)
             return response
         return wrapped
 
