@@ -280,6 +280,7 @@ class AllocReconciler:
 
     async def place(self, key: str) -> None:
         """Place the alloc's missing instances on a fresh snapshot; the caller holds placement_lock."""
+        earlier_listing = self._machines
         (nodes, pods), allocs = await asyncio.gather(
             self._nodes_and_pods(), asyncio.to_thread(list_allocs, self.api))
         obj = next((a for a in allocs if _key(a["metadata"]["namespace"], a["metadata"]["name"]) == key), None)
@@ -290,6 +291,12 @@ class AllocReconciler:
         if alloc is None:
             return  # unreadable: reported by reconcile
         placement = place_alloc(alloc, snapshot)
+        if len(placement.instances) < alloc.count and earlier_listing is not None and self._machines is earlier_listing:
+            # A shared listing may predate a node or a freed pod; "fits nowhere" is only said on a fresh one.
+            self._machines = None
+            nodes, pods = await self._nodes_and_pods()
+            snapshot = _snapshot(nodes, pods, allocs)
+            placement = place_alloc(alloc, snapshot)
         generation = obj["metadata"].get("generation")
         members = _members(pods, key)
         status = alloc_status(alloc, placement, members, generation)
