@@ -42,7 +42,9 @@ BENCH_BANDS = {"batch": {"cpu": "64", "memory": "64Gi"}}
 
 def pod(name: str) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "bench"}},
-            "spec": {"priorityClassName": "batch",
+            # Gated: the scheduler, extender and KWOK leave these pods alone, so the burst measures
+            # admission rather than the scheduling that would otherwise follow every create.
+            "spec": {"priorityClassName": "batch", "schedulingGates": [{"name": "cell.distos.dev/bench"}],
                      "containers": [{"name": "task", "image": "cell.local/shell:1.0",
                                      "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}
 
