@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
+from typing import Any
 
 import msgspec
 from kubernetes import client
@@ -58,7 +59,7 @@ def pod_manifest(name: str, scheduler: str, index: int) -> dict:
 
 
 def create_pods(api: client.ApiClient, namespace: str, scheduler: str, count: int) -> None:
-    core = client.CoreV1Api(api)
+    core: Any = client.CoreV1Api(api)  # the client takes plain dicts for bodies
     core.create_namespace({"metadata": {"name": namespace}})
     deadline = time.monotonic() + 60
     while not core.list_namespaced_service_account(namespace).items and time.monotonic() < deadline:
@@ -100,12 +101,12 @@ class BindingClock:
         while not self.done.is_set() and not self._stop.is_set():
             try:
                 if not resource_version:
-                    resp = core.list_namespaced_pod(namespace, _preload_content=False)
-                    listing = _POD_LIST.decode(resp.data)
+                    raw: Any = core.list_namespaced_pod(namespace, _preload_content=False)
+                    listing = _POD_LIST.decode(raw.data)
                     for pod in listing.items or ():
                         self._seen(pod)
                     resource_version = listing.metadata.resource_version
-                resp = core.list_namespaced_pod(namespace, watch=True, resource_version=resource_version,
+                resp: Any = core.list_namespaced_pod(namespace, watch=True, resource_version=resource_version,
                                                 allow_watch_bookmarks=True, timeout_seconds=120,
                                                 _preload_content=False, _request_timeout=(10, 150))
                 try:
