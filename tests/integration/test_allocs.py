@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,7 +26,8 @@ from cell.localcell import LocalCell
 from cell.students import StudentSpec, add_students, remove_students
 from scheduler_ext.policy.model import ALLOC_LABEL, ZONE_LABEL
 from scheduler_ext.policy.resources import Resources
-from tests.integration.helpers import dedicated_node_manifests, deployment, pin_to_test_nodes, wait_for
+from tests.integration.conftest import NodeFactory
+from tests.integration.helpers import deployment, pin_to_test_nodes, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -34,44 +35,9 @@ GROUP, VERSION, PLURAL = "cell.distos.dev", "v1alpha1", "allocs"
 FINALIZER = "cell.distos.dev/alloc-protection"
 TEST_LABEL = "cell.distos.dev/test"
 
-NodeFactory = Callable[[int], list[str]]
 
 
 # --- fixtures ------------------------------------------------------------------------------------
-
-@pytest.fixture
-def namespace(kube_api: client.ApiClient) -> Iterator[str]:
-    name = f"a-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(kube_api)
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name)  # the operator releases what is left (A5) before the namespace goes
-
-
-@pytest.fixture
-def test_nodes(kube_api: client.ApiClient, namespace: str) -> Iterator[NodeFactory]:
-    """make(count): that many 8 CPU / 32Gi KWOK nodes (zones a, b, c, a, ...) reserved for this test."""
-    core = client.CoreV1Api(kube_api)
-    created: list[str] = []
-
-    def make(count: int) -> list[str]:
-        manifests = dedicated_node_manifests(namespace, count)
-        for node in manifests:
-            core.create_node(node)
-            created.append(node["metadata"]["name"])
-        names = [n["metadata"]["name"] for n in manifests]
-
-        def all_ready() -> bool:
-            return all(any(c.type == "Ready" and c.status == "True"
-                           for c in (core.read_node(n).status.conditions or [])) for n in names)
-
-        wait_for(all_ready, 60, what=f"{count} test nodes Ready")
-        return names
-
-    yield make
-    for name in created:
-        core.delete_node(name)
-
 
 # --- helpers -------------------------------------------------------------------------------------
 

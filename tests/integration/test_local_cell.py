@@ -6,8 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,15 +19,6 @@ from scheduler_ext.policy.resources import Resources
 from tests.integration.helpers import deployment, wait_for
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def namespace(kube_api: client.ApiClient) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(kube_api)
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name)
 
 
 def _pods(kube_api: client.ApiClient, namespace: str, selector: str) -> list[client.V1Pod]:

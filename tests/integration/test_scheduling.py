@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import collections
 import time
-import uuid
-from collections.abc import Callable, Iterator
 
 import pytest
 from kubernetes import client
@@ -17,44 +15,11 @@ from typer.testing import CliRunner
 
 from cell.cli import app
 from cell.localcell import LocalCell
-from tests.integration.helpers import dedicated_node_manifests, deployment, pin_to_test_nodes, wait_for
+from tests.integration.conftest import NodeFactory
+from tests.integration.helpers import deployment, pin_to_test_nodes, wait_for
 
 pytestmark = pytest.mark.cluster
 
-NodeFactory = Callable[[int], list[str]]
-
-
-@pytest.fixture
-def namespace(kube_api: client.ApiClient) -> Iterator[str]:
-    name = f"s-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(kube_api)
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name)
-
-
-@pytest.fixture
-def test_nodes(kube_api: client.ApiClient, namespace: str) -> Iterator[NodeFactory]:
-    core = client.CoreV1Api(kube_api)
-    created: list[str] = []
-
-    def make(count: int) -> list[str]:
-        manifests = dedicated_node_manifests(namespace, count)
-        for node in manifests:
-            core.create_node(node)
-            created.append(node["metadata"]["name"])
-        names = [n["metadata"]["name"] for n in manifests]
-
-        def all_ready() -> bool:
-            return all(any(c.type == "Ready" and c.status == "True"
-                           for c in (core.read_node(n).status.conditions or [])) for n in names)
-
-        wait_for(all_ready, 60, what=f"{count} test nodes Ready")
-        return names
-
-    yield make
-    for name in created:
-        core.delete_node(name)
 
 
 # A loaded machine can delay KWOK's heartbeats; the node lifecycle controller then taints the node and

@@ -10,8 +10,6 @@ the earlier probes, as the live cell does.
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +23,8 @@ from cell.sim.engine import SimOptions, simulate
 from cell.sim.snapshot import load_live, load_snapshot_file
 from cell.sim.workload import JobSpec, Workload
 from scheduler_ext.policy.bands import PRIORITY_CLASSES
-from tests.integration.helpers import dedicated_node_manifests, pin_to_test_nodes, wait_for
+from tests.integration.conftest import NodeFactory
+from tests.integration.helpers import pin_to_test_nodes, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -44,32 +43,9 @@ PROBES = (
 
 
 @pytest.fixture
-def namespace(kube_api: client.ApiClient) -> Iterator[str]:
-    name = f"sim-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(kube_api)
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name)
-
-
-@pytest.fixture
-def test_nodes(kube_api: client.ApiClient, namespace: str) -> Iterator[list[str]]:
-    core = client.CoreV1Api(kube_api)
-    manifests = dedicated_node_manifests(namespace, len(FILL))
-    names = [n["metadata"]["name"] for n in manifests]
-    for node in manifests:
-        core.create_node(node)
-
-    def all_ready() -> bool:
-        return all(any(c.type == "Ready" and c.status == "True" for c in (core.read_node(n).status.conditions or []))
-                   for n in names)
-
-    try:
-        wait_for(all_ready, 60, what=f"{len(names)} test nodes Ready")
-        yield names
-    finally:
-        for name in names:
-            core.delete_node(name)
+def probe_nodes(test_nodes: NodeFactory) -> list[str]:
+    """One dedicated node per row of FILL."""
+    return test_nodes(len(FILL))
 
 
 def _pod(name: str, band: str, cpu: str, memory: str, prefix: str, node: str | None = None) -> dict:
@@ -107,8 +83,8 @@ def _simulated_node(cell: LocalCell, namespace: str, name: str, band: str, cpu: 
 
 
 def test_simulator_and_live_extender_choose_the_same_node(local_cell: LocalCell, kube_api: client.ApiClient,
-                                                          namespace: str, test_nodes: list[str]) -> None:
-    _fill(kube_api, namespace, test_nodes)
+                                                          namespace: str, probe_nodes: list[str]) -> None:
+    _fill(kube_api, namespace, probe_nodes)
     core = client.CoreV1Api(kube_api)
     for i, (band, cpu, designed) in enumerate(PROBES):
         name = f"probe-{i}"
@@ -120,7 +96,7 @@ def test_simulator_and_live_extender_choose_the_same_node(local_cell: LocalCell,
 
         wait_for(assumed_by_extender, 60, what="earlier pods running")
         simulated = _simulated_node(local_cell, namespace, name, band, cpu)
-        assert simulated == test_nodes[designed], f"{band} {cpu}: simulator chose {simulated}"
+        assert simulated == probe_nodes[designed], f"{band} {cpu}: simulator chose {simulated}"
         core.create_namespaced_pod(namespace, _pod(name, band, cpu, "512Mi", namespace))
 
         def bound(pod: str = name) -> str | None:
@@ -133,7 +109,7 @@ def test_simulator_and_live_extender_choose_the_same_node(local_cell: LocalCell,
 
 
 def test_cell_sim_runs_on_the_live_cell_and_its_checkpoint(local_cell: LocalCell, namespace: str,
-                                                           test_nodes: list[str], tmp_path: Path) -> None:
+                                                           probe_nodes: list[str], tmp_path: Path) -> None:
     workload = tmp_path / "workload.yaml"
     workload.write_text(yaml.safe_dump({"kind": "Workload", "jobs": [
         {"name": "web", "namespace": namespace, "band": "production", "tasks": 4,
@@ -144,15 +120,15 @@ def test_cell_sim_runs_on_the_live_cell_and_its_checkpoint(local_cell: LocalCell
                                  "--out", str(tmp_path / "live"), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
-    assert summary["tasks"]["placed"] == 4 and summary["cell"]["nodes"] >= len(test_nodes)
+    assert summary["tasks"]["placed"] == 4 and summary["cell"]["nodes"] >= len(probe_nodes)
     placed_on = {line.split(",")[3] for line in (tmp_path / "live/placements.csv").read_text().splitlines()[1:]}
-    assert placed_on == set(test_nodes)  # prod spreads: one task per dedicated node
+    assert placed_on == set(probe_nodes)  # prod spreads: one task per dedicated node
 
     checkpoint = tmp_path / "checkpoint.yaml"
     saved = runner.invoke(app, ["sim", "checkpoint", "--out", str(checkpoint), "--kubeconfig", kubeconfig])
     assert saved.exit_code == 0, saved.output
     snapshot = load_snapshot_file(checkpoint).snapshot()
-    assert set(test_nodes) <= set(snapshot.nodes)
+    assert set(probe_nodes) <= set(snapshot.nodes)
     again = runner.invoke(app, ["sim", "--cell", str(checkpoint), "--workload", str(workload),
                                 "--out", str(tmp_path / "file"), "--json"])
     assert again.exit_code == 0, again.output
