@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -77,7 +78,27 @@ class CellPaths:
         return self.logs_dir / f"{name}.log"
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
+    """A free port below the ephemeral range: a port the kernel hands out for port 0 can be taken as
+    the source port of any outgoing connection before the component that should listen on it starts."""
+    low, _ = _ephemeral_range()
+    candidates = list(range(10000, low)) if low > 11000 else []
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -524,8 +545,15 @@ def up(nodes: int = 12, state_dir: Path | None = None, console: Console | None =
     unknown = sorted(set(without) - set(EXTENSIONS))
     if unknown:
         raise CellError(f"CELL_WITHOUT names unknown extensions {unknown}; known: {', '.join(EXTENSIONS)}")
-    ports = {name: free_port() for name in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler",
-                                            "kwok", "extender", "webhook", "operator")}
+    ports: dict[str, int] = {}
+    for name in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", "extender",
+                 "webhook", "operator"):
+        port = free_port()
+        for _ in range(20):  # each pick is free now, but two picks may be the same port
+            if port not in ports.values():
+                break
+            port = free_port()
+        ports[name] = port
     cell._record = {"bin_dir": str(bins), "nodes": nodes, "ports": ports, "pids": {}, "without": without,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     cell._save()

@@ -8,9 +8,10 @@ import logging
 import sys
 import threading
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from aiohttp import web
+from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from scheduler_ext.extender.cache import ClusterCache, start_reflectors
@@ -56,7 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     cache = ClusterCache()
     stop = threading.Event()
     start_reflectors(cache, api_client, stop)
-    app = create_app(cache, enough_feasible=args.enough_feasible)
+    core = k8s.CoreV1Api(api_client)
+
+    def read_nodes(names: list[str]) -> list[dict[str, Any]]:
+        found = []
+        for name in names:
+            try:
+                found.append(api_client.sanitize_for_serialization(core.read_node(name)))
+            except k8s.ApiException as exc:
+                if exc.status != 404:
+                    raise
+        return found
+
+    app = create_app(cache, enough_feasible=args.enough_feasible, read_nodes=read_nodes)
     try:
         web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
     except OSError as exc:

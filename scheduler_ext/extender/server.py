@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+# Reads named nodes from the API (as plain manifests; nodes that do not exist are left out).
+NodeReader = Callable[[list[str]], list[dict[str, Any]]]
+
+
 class SnapshotSource(Protocol):
     """What the server needs from the cache (ClusterCache, or a fixed snapshot in tests)."""
 
@@ -42,6 +46,8 @@ class SnapshotSource(Protocol):
     def counts(self) -> dict[str, int]: ...
 
     def assume(self, pod: PodInfo, node: str) -> None: ...
+
+    def apply(self, kind: str, event_type: str, manifest: Mapping[str, Any]) -> None: ...
 
     @property
     def assume_outcomes(self) -> dict[str, int]: ...
@@ -183,8 +189,9 @@ class ExtenderServer:
     """The routes, holding the cache, the policy's scheduler, the why store and the metrics."""
 
     def __init__(self, source: SnapshotSource, scheduler: Scheduler, why: WhyStore, metrics: Metrics,
-                 evictions: Evictions | None = None) -> None:
+                 evictions: Evictions | None = None, read_nodes: NodeReader | None = None) -> None:
         self.source = source
+        self.read_nodes = read_nodes
         self.scheduler = scheduler
         self.why_store = why
         self.metrics = metrics
@@ -233,8 +240,10 @@ class ExtenderServer:
         if not self.source.synced:
             return _json(wire.ExtenderFilterResult(error="cell extender: cache not synced yet"))
         pod = self._pod_info(args.pod)
+        names = wire.node_names(args)
+        await self._learn_unknown_nodes(names)
         snapshot = self.evictions.view_for(pod, self.source.snapshot())
-        result = self.scheduler.filter(pod, snapshot, wire.node_names(args))
+        result = self.scheduler.filter(pod, snapshot, names)
         self.why_store.record(pod, result)
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
@@ -255,6 +264,18 @@ class ExtenderServer:
             failed_nodes=failed,
             failed_and_unresolvable_nodes=unresolvable,
         ))
+
+    async def _learn_unknown_nodes(self, names: list[str]) -> None:
+        """kube-scheduler can see a new node before this cache's watch does: read such nodes from the API
+        instead of calling them unfit (which would steer a whole burst away from them)."""
+        if self.read_nodes is None:
+            return
+        known = self.source.snapshot().nodes
+        unknown = [name for name in names if name not in known]
+        if not unknown:
+            return
+        for manifest in await asyncio.to_thread(self.read_nodes, unknown):
+            self.source.apply("nodes", "ADDED", manifest)
 
     async def prioritize(self, request: web.Request) -> web.Response:
         args = wire.decode_args(await request.read())
@@ -367,10 +388,12 @@ SERVER: web.AppKey[ExtenderServer] = web.AppKey("server", ExtenderServer)
 
 
 def create_app(source: SnapshotSource, scheduler: Scheduler | None = None, registry: CollectorRegistry | None = None,
-               enough_feasible: int | None = 100, why_capacity: int = 2000) -> web.Application:
+               enough_feasible: int | None = 100, why_capacity: int = 2000,
+               read_nodes: NodeReader | None = None) -> web.Application:
     """The aiohttp application; `scheduler` defaults to a cached, relaxed-randomization one."""
     scheduler = scheduler or Scheduler(PolicyCache(), enough_feasible=enough_feasible or None, rng=random.Random())
-    server = ExtenderServer(source, scheduler, WhyStore(why_capacity), Metrics(registry or CollectorRegistry()))
+    server = ExtenderServer(source, scheduler, WhyStore(why_capacity), Metrics(registry or CollectorRegistry()),
+                            read_nodes=read_nodes)
     app = web.Application(client_max_size=64 * 2**20)
     app[SERVER] = server
     app.router.add_post("/filter", server.instrument("filter", server.filter))

@@ -83,6 +83,28 @@ def test_filter_with_a_node_list_echoes_the_nodes() -> None:
     _run(cache, scenario)
 
 
+def test_filter_reads_a_node_its_watch_has_not_delivered_yet() -> None:
+    # kube-scheduler knows node-4 already; the cache's watch has not brought it: read it, don't fail it.
+    cache = _cache()
+    reads: list[list[str]] = []
+
+    def read_nodes(names: list[str]) -> list[dict[str, Any]]:
+        reads.append(names)
+        return [node_manifest(name, zone="zone-a", rack="rack-1", cpu="4", memory="8Gi")
+                for name in names if name == "node-4"]
+
+    async def scenario(client: TestClient) -> None:
+        _, body = await _post(client, "/filter", extender_args(pod_manifest("web-1", cpu="1"),
+                                                               [*NODE_NAMES, "node-4", "gone"]))
+        assert sorted(body["NodeNames"]) == ["node-1", "node-2", "node-3", "node-4"]
+        assert "gone" in body["FailedNodes"]
+        assert reads == [["node-4", "gone"]]
+        _, body = await _post(client, "/filter", extender_args(pod_manifest("web-2", cpu="1"), [*NODE_NAMES, "node-4"]))
+        assert "node-4" in body["NodeNames"] and len(reads) == 1  # learnt once, then served from the cache
+
+    _run(cache, scenario, read_nodes=read_nodes)
+
+
 def test_prioritize_prod_spreads_and_batch_packs() -> None:
     busy = pod_manifest("filler", node="node-2", cpu="3", memory="6Gi", priority=500000, owner="filler-rs",
                         phase="Running")
