@@ -560,13 +560,21 @@ def _check_host(cell: LocalCell) -> None:
                         f"({len(str(rp.containerd_socket))} > {MAX_SOCKET_PATH} characters); use a shorter --state-dir")
 
 
+# Taints the node lifecycle controller puts on a node until it has seen it Ready; pods without a
+# toleration cannot land (and NoExecute evicts them) while one remains, so the node is not ready yet.
+LIFECYCLE_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
+
+
 def node_ready(cell: LocalCell) -> bool:
+    """Ready, and the node lifecycle controller has lifted its not-ready/unreachable taints."""
     try:
         node = client.CoreV1Api(cell.api()).read_node(NODE_NAME)
     except client.ApiException:
         return False
     conditions = (node.status.conditions if node.status else None) or []
-    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+    taints = (node.spec.taints if node.spec else None) or []
+    return (any(c.type == "Ready" and c.status == "True" for c in conditions)
+            and not any(t.key in LIFECYCLE_TAINTS for t in taints))
 
 
 def _wait_node_ready(cell: LocalCell, timeout: float = 120.0) -> None:
@@ -577,7 +585,8 @@ def _wait_node_ready(cell: LocalCell, timeout: float = 120.0) -> None:
         if not cell.alive("kubelet"):
             break
         time.sleep(1)
-    raise CellError(f"node {NODE_NAME} did not become Ready within {timeout:.0f} s; log: {cell.paths.log('kubelet')}")
+    raise CellError(f"node {NODE_NAME} did not become Ready and untainted within {timeout:.0f} s; "
+                    f"log: {cell.paths.log('kubelet')}")
 
 
 def add(cell: LocalCell, console: Console | None = None) -> None:
