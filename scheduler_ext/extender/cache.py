@@ -256,7 +256,11 @@ class ClusterCache:
                 return
             pod = PodInfo.from_manifest(manifest)
             if not pod.node_name:
-                self._settle_assumption(uid, None)
+                if uid in self._assumed:
+                    # A late event from before the binding (this watch can lag kube-scheduler's): the
+                    # pod is still on its way to the assumed node. Dropping the booking here let the
+                    # next pods of a burst double up on that node.
+                    return
                 self._delete_pod(uid)
                 return
             self._settle_assumption(uid, pod.node_name)

@@ -86,10 +86,6 @@ def test_production_pods_of_one_job_spread_across_zones(kube_api: client.ApiClie
     assert zones == {"zone-a": 2, "zone-b": 2, "zone-c": 2}, f"production pods not spread by zone: {zones}"
 
 
-# Known issue: passes on a fresh cell (about a dozen runs) but, late in the full suite on this 2-core
-# machine, two of the six pods have twice shared a node while its zone twin stayed empty (zones stayed
-# 2/2/2). Kept at full strength and reported as XPASS/XFAIL on every run until the cause is found.
-@pytest.mark.xfail(reason="intermittent under the full suite's load: a burst's pods can share a node", strict=False)
 def test_production_pods_of_one_job_each_get_their_own_node(kube_api: client.ApiClient, namespace: str,
                                                             test_nodes: NodeFactory) -> None:
     pods = _spread_frontend(kube_api, namespace, test_nodes)

@@ -63,6 +63,18 @@ def test_the_watch_moves_a_wrong_assumption_where_the_pod_really_went() -> None:
     assert cache.assume_outcomes["moved"] == 1
 
 
+def test_a_late_event_from_before_the_binding_keeps_the_assumption() -> None:
+    cache = _cache()
+    cache.assume(_pod("web-1", cpu="2"), "node-3")
+    # The watch lags kube-scheduler: the pod's creation (still unbound) arrives after prioritize.
+    cache.apply(PODS, "ADDED", pod_manifest("web-1", cpu="2", phase="Pending"))
+    cache.apply(PODS, "MODIFIED", pod_manifest("web-1", cpu="2", phase="Pending"))
+    assert cache.assumed() == {"uid-alice-web-1": "node-3"}
+    assert cache.snapshot().nodes["node-3"].requested.cpu == 2000
+    cache.apply(PODS, "MODIFIED", pod_manifest("web-1", cpu="2", node="node-3", phase="Pending"))
+    assert cache.assume_outcomes == {"confirmed": 1, "moved": 0, "gone": 0, "expired": 0, "pending": 0}
+
+
 def test_an_assumption_never_confirmed_expires() -> None:
     clock = Clock()
     cache = _cache(clock=clock, ttl=10)
