@@ -41,10 +41,10 @@ import yaml
 from kubernetes import client
 from rich.console import Console
 
-from cell import images
+from cell import images, playbooks
 from cell.errors import CellError
 from cell.kube import write_kubeconfig
-from cell.localcell import RACKS_PER_ZONE, REPO_ROOT, ZONES, Component, LocalCell, free_port
+from cell.localcell import RACKS_PER_ZONE, ZONES, Component, LocalCell, free_port
 from cell.pki import CertificateAuthority
 from cell.upstream import bin_dir
 
@@ -55,9 +55,8 @@ POD_CIDR = "10.245.0.0/24"  # beside the KWOK nodes' 10.244.0.0/16, which is nev
 BRIDGE = "cell0"
 CNI_NETWORK = "cell"
 COMPONENTS = ("containerd", "kubelet", "kube-proxy")
-PLAYBOOK_DIR = REPO_ROOT / "playbooks"
 NODE_PLAYBOOK = "node.yml"
-LOCAL_INVENTORY = PLAYBOOK_DIR / "inventory" / "local.yml"
+LOCAL_INVENTORY = playbooks.PLAYBOOK_DIR / "inventory" / "local.yml"
 CLAIM_DIR = Path(os.environ.get("CELL_REALNODE_CLAIM_DIR", "/run/cell/realnode"))
 # A unix socket path must fit sockaddr_un (108 bytes with its terminator).
 MAX_SOCKET_PATH = 100
@@ -351,44 +350,14 @@ def run_node_role(cell: LocalCell, inventory: Path = LOCAL_INVENTORY) -> RoleRun
 
 def run_playbook(inventory: Path, extravars: Mapping[str, Any], private_dir: Path,
                  playbook: str = NODE_PLAYBOOK) -> RoleRun:
-    """Run one of playbooks/ through ansible-runner (the local inventory, or the cloud's), counting changes."""
-    import ansible_runner  # type: ignore[import-untyped]  # heavy; only the real node needs it
-
-    private_dir.mkdir(parents=True, exist_ok=True)
-    # The ansible-playbook beside this Python (the project's venv) first, whatever PATH says.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
-    result = ansible_runner.run(
-        private_data_dir=str(private_dir),
-        project_dir=str(PLAYBOOK_DIR),
-        playbook=playbook,
-        inventory=str(inventory),
-        extravars=dict(extravars),
-        envvars={"ANSIBLE_CONFIG": str(PLAYBOOK_DIR / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "PATH": path},
-        rotate_artifacts=10,
-        quiet=True,
-    )
+    """Run one of playbooks/ (the local inventory, or the cloud's), counting changes."""
+    result = playbooks.run(playbook, inventory, extravars, private_dir)
     artifacts = Path(result.config.artifact_dir)
-    if result.status != "successful" or result.rc != 0:
-        raise CellError(f"{playbook} failed: {_role_failure(result)} (log: {artifacts / 'stdout'})")
+    if not playbooks.succeeded(result):
+        raise CellError(f"{playbook} failed {playbooks.failure(result)} (log: {artifacts / 'stdout'})")
     stats = result.stats or {}
-    changed_tasks = tuple(
-        f"{event['event_data'].get('host')}: {event['event_data'].get('task')}" for event in result.events
-        if event.get("event") == "runner_on_ok" and (event.get("event_data", {}).get("res") or {}).get("changed"))
     return RoleRun(changed=sum((stats.get("changed") or {}).values()), ok=sum((stats.get("ok") or {}).values()),
-                   artifacts=artifacts, changed_tasks=changed_tasks)
-
-
-def _role_failure(result: Any) -> str:
-    for event in reversed(list(result.events)):
-        if event.get("event") in ("runner_on_failed", "runner_on_unreachable"):
-            data = event.get("event_data", {})
-            res = data.get("res") or {}
-            failed = [item for item in res.get("results") or [] if isinstance(item, dict) and item.get("failed")]
-            res = failed[0] if failed else res
-            message = next((line for text in (res.get("msg"), res.get("stderr")) for line in str(text or "")
-                            .splitlines() if line.strip()), "see the log")
-            return f"task '{data.get('task')}': {message[:200]}"
-    return f"ansible ended {result.status} (rc {result.rc})"
+                   artifacts=artifacts, changed_tasks=playbooks.changed_tasks(result))
 
 
 # --- configuration, as kubeadm would write it ----------------------------------------------------------

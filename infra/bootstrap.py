@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -29,8 +28,9 @@ import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
 from pulumi.runtime import rpc
 
+from cell import playbooks
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PLAYBOOK_DIR = PROJECT_ROOT / "playbooks"
 # The sources the control plane installs (playbooks/roles/cell_addons copies them).
 CELL_SOURCES = ("pyproject.toml", "README.md", "cell", "scheduler_ext", "cluster")
 
@@ -150,48 +150,12 @@ def bootstrap_log_dir(cluster: str) -> Path:
 
 def run_playbook(playbook: str, inventory: Mapping[str, Any], extravars: Mapping[str, Any]) -> None:
     """Run `playbooks/<playbook>` with ansible-runner; keep the artifacts (logs) per cluster."""
-    import ansible_runner  # imported here: only a real `pulumi up` runs Ansible
-
     cluster = str((inventory.get("all") or {}).get("vars", {}).get("cell_cluster_name", "cluster"))
     private_data_dir = bootstrap_log_dir(cluster)
-    private_data_dir.mkdir(parents=True, exist_ok=True)
-    # The ansible-playbook installed beside this Python (the project's venv) first, whatever PATH says.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
-    result = ansible_runner.run(
-        private_data_dir=str(private_data_dir),
-        project_dir=str(PLAYBOOK_DIR),
-        playbook=playbook,
-        inventory=dict(inventory),
-        extravars=dict(extravars),
-        # New VMs have unknown host keys; the control plane's floating IP is the only way in.
-        envvars={"ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_CONFIG": str(PLAYBOOK_DIR / "ansible.cfg"),
-                 "PATH": path},
-        rotate_artifacts=10,
-        quiet=True,
-    )
-    if result.status != "successful" or result.rc != 0:
-        raise BootstrapError(_failure_message(playbook, result, private_data_dir))
-
-
-def _failure_message(playbook: str, result: Any, log_dir: Path) -> str:
-    for event in reversed(list(result.events)):
-        if event.get("event") in ("runner_on_failed", "runner_on_unreachable"):
-            data = event.get("event_data", {})
-            return (f"{playbook} failed on {data.get('host')} at task '{data.get('task')}': "
-                    f"{_task_error(data.get('res') or {})} (logs: {log_dir}/artifacts)")
-    return f"{playbook} ended {result.status} (rc {result.rc}); logs: {log_dir}/artifacts"
-
-
-def _task_error(res: Mapping[str, Any]) -> str:
-    """The most telling line of a failed task: a loop's first failed item, a command's stderr, or msg."""
-    failed_items = [item for item in res.get("results") or [] if isinstance(item, Mapping) and item.get("failed")]
-    if failed_items:
-        res = failed_items[0]
-    for text in (res.get("stderr"), res.get("msg")):
-        lines = [line for line in str(text or "").splitlines() if line.strip()]
-        if lines:
-            return lines[0]
-    return "see the log"
+    # New VMs have unknown host keys; the control plane's floating IP is the only way in.
+    result = playbooks.run(playbook, inventory, extravars, private_data_dir, {"ANSIBLE_HOST_KEY_CHECKING": "False"})
+    if not playbooks.succeeded(result):
+        raise BootstrapError(f"{playbook} failed {playbooks.failure(result)} (logs: {private_data_dir}/artifacts)")
 
 
 class BootstrapProvider(ResourceProvider):
@@ -273,6 +237,6 @@ def versions_of(kubernetes_version: str) -> dict[str, str]:
     """What a bootstrap was built with; a change in any of them re-runs the playbooks."""
     return {
         "kubernetes": kubernetes_version,
-        "playbooks": tree_digest(PLAYBOOK_DIR, ["."]),
+        "playbooks": tree_digest(playbooks.PLAYBOOK_DIR, ["."]),
         "cell": tree_digest(PROJECT_ROOT, [entry for entry in CELL_SOURCES if (PROJECT_ROOT / entry).exists()]),
     }
