@@ -8,8 +8,8 @@ cost of a from-scratch pass. This module removes those two O(nodes) steps and no
 - `CellState` is a `CellSnapshot` whose node map is a live view: binding a pod replaces that one
   node's `NodeInfo` (so the score cache's identity check still sees exactly what changed) and
   adjusts the job's zone/rack counts, instead of copying the cell.
-- `IncrementalScheduler` is `Scheduler` with the same random order, the same cache lookups, the
-  same ranking; only its `filter` does not list the nodes it skipped, so a placed pod's decision
+- `IncrementalScheduler` is `Scheduler` with the same filter loop, random order, cache lookups and
+  ranking; only its `filter` does not list the nodes it skipped, so a placed pod's decision
   keeps the verdicts of the nodes examined. It can also switch equivalence classes off (each task
   its own class), for measuring what they buy.
 
@@ -20,19 +20,15 @@ Given the same rng seed, placing pods one by one here yields the same decisions 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from scheduler_ext.policy.feasibility import Verdict
 from scheduler_ext.policy.model import AllocInfo, CellSnapshot, DomainCounts, NodeInfo, PodInfo
 from scheduler_ext.policy.scheduler import (
-    UNKNOWN_NODE,
     EquivalenceClass,
-    FilterResult,
     PolicyCache,
     Scheduler,
-    _evaluate,
 )
 
 
@@ -130,11 +126,13 @@ class TaskClass(EquivalenceClass):
 class IncrementalScheduler(Scheduler):
     """`Scheduler` for long passes: a placed pod costs the nodes examined, not the nodes in the cell.
 
-    Only `filter` differs: it does not list the nodes it skipped (the base class's loop otherwise,
-    kept step for step; a test holds the two to the same decisions). Ranking and `schedule` are the
-    base class's. `equivalence_classes=False` keys the score cache by task instead of by class (Borg
+    Only `filter` differs: it does not list the nodes it skipped, and on a `CellState` it reads the
+    live node map (a test holds the two to the same decisions). Ranking and `schedule` are the base
+    class's. `equivalence_classes=False` keys the score cache by task instead of by class (Borg
     §3.4 without its first technique); with `cache=None` it makes no difference.
     """
+
+    list_unexamined = False
 
     def __init__(self, cache: PolicyCache | None = None, enough_feasible: int | None = None,
                  rng: random.Random | None = None, equivalence_classes: bool = True) -> None:
@@ -145,64 +143,11 @@ class IncrementalScheduler(Scheduler):
         """The key results for `pod` are shared under: its class, or the task itself."""
         return EquivalenceClass.of(pod) if self.equivalence_classes else TaskClass.of_task(pod)
 
-    def filter(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> FilterResult:
-        """As `Scheduler.filter`, except that `unexamined` stays empty: when enough feasible nodes
-        were found, the verdicts cover the examined nodes only (otherwise every node was examined)."""
-        state = snapshot if isinstance(snapshot, CellState) else None
-        if node_names is None and state is not None:
-            names = state._names  # not copied per pod: nobody changes it
-        else:
-            names = list(snapshot.nodes if node_names is None else node_names)
-        enough = self.enough_feasible or 0
-        relaxed = self.enough_feasible is not None and len(names) > enough
-        entries = self._entries(pod)
-        allocs = snapshot.allocs
+    def _candidates(self, snapshot: CellSnapshot, node_names: Iterable[str] | None) -> Sequence[str]:
+        if node_names is None and isinstance(snapshot, CellState):
+            return snapshot._names  # not copied per pod: nobody changes it
+        return super()._candidates(snapshot, node_names)
+
+    def _node_lookup(self, snapshot: CellSnapshot) -> Callable[[str], NodeInfo | None]:
         # The live dict behind a CellState's read-only view: the same nodes, a cheaper lookup.
-        node_of = (state._live if state is not None else snapshot.nodes).get
-        entry_of = entries.get
-        feasible: list[str] = []
-        failed: list[str] = []
-        verdicts: dict[str, Verdict] = {}
-        hits = misses = found = 0
-        for name in self._order(names):
-            node = node_of(name)
-            if node is None:
-                verdict = UNKNOWN_NODE
-            else:
-                entry = entry_of(name)
-                if entry is not None and entry.node is node and entry.allocs is allocs:
-                    hits += 1
-                else:
-                    misses += 1
-                    entry = entries[name] = _evaluate(pod, snapshot, node)
-                verdict = entry.verdict
-            verdicts[name] = verdict
-            if verdict.fits:
-                feasible.append(name)
-                found += 1
-                if relaxed and found >= enough:
-                    break
-            else:
-                failed.append(name)
-        self._count(hits, misses)
-        return FilterResult(tuple(feasible), _Reasons(verdicts, failed), verdicts)
-
-
-class _Reasons(Mapping[str, str]):
-    """`FilterResult.failed` rendered on demand: a long pass reads it for almost no pod."""
-
-    def __init__(self, verdicts: Mapping[str, Verdict], failed: list[str]) -> None:
-        self._verdicts = verdicts
-        self._failed = failed
-
-    def __getitem__(self, name: str) -> str:
-        verdict = self._verdicts[name]
-        if verdict.fits:
-            raise KeyError(name)
-        return verdict.message
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._failed)
-
-    def __len__(self) -> int:
-        return len(self._failed)
+        return snapshot._live.get if isinstance(snapshot, CellState) else snapshot.nodes.get

@@ -212,24 +212,35 @@ class Scheduler:
         start = self.rng.randrange(len(names))
         return chain(names[start:], names[:start])
 
+    # The extender lists the nodes relaxed randomization skipped (`cell why` shows them); a long
+    # simulated pass does not (listing them is O(nodes) per pod).
+    list_unexamined = True
+
+    def _candidates(self, snapshot: CellSnapshot, node_names: Iterable[str] | None) -> Sequence[str]:
+        return list(snapshot.nodes if node_names is None else node_names)
+
+    def _node_lookup(self, snapshot: CellSnapshot) -> Callable[[str], NodeInfo | None]:
+        return snapshot.nodes.get
+
     def filter(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> FilterResult:
         # The hot path of the extender: score-cache hits are checked inline, not through calls.
-        names = list(snapshot.nodes if node_names is None else node_names)
+        names = self._candidates(snapshot, node_names)
         enough = self.enough_feasible or 0
         relaxed = self.enough_feasible is not None and len(names) > enough
         entries = self._entries(pod)
         allocs = snapshot.allocs
-        nodes = snapshot.nodes
+        node_of = self._node_lookup(snapshot)
+        entry_of = entries.get
         feasible: list[str] = []
-        failed: dict[str, str] = {}
+        failed: list[str] = []
         verdicts: dict[str, Verdict] = {}
-        hits = misses = 0
+        hits = misses = found = 0
         for name in self._order(names):
-            node = nodes.get(name)
+            node = node_of(name)
             if node is None:
                 verdict = UNKNOWN_NODE
             else:
-                entry = entries.get(name)
+                entry = entry_of(name)
                 if entry is not None and entry.node is node and entry.allocs is allocs:
                     hits += 1
                 else:
@@ -239,15 +250,17 @@ class Scheduler:
             verdicts[name] = verdict
             if verdict.fits:
                 feasible.append(name)
-                if relaxed and len(feasible) >= enough:
+                found += 1
+                if relaxed and found >= enough:
                     break
             else:
-                failed[name] = verdict.message
+                failed.append(name)
         self._count(hits, misses)
-        if len(verdicts) < len(names):
+        reasons = _Reasons(verdicts, failed)
+        if self.list_unexamined and len(verdicts) < len(names):
             unexamined = tuple([n for n in names if n not in verdicts])
-            return FilterResult(tuple(feasible), failed, verdicts, unexamined)
-        return FilterResult(tuple(feasible), failed, verdicts)
+            return FilterResult(tuple(feasible), reasons, verdicts, unexamined)
+        return FilterResult(tuple(feasible), reasons, verdicts)
 
     def rank(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> Ranking:
         """Score the nodes the pod fits on and pick the best (ties: first in `node_names` order)."""
@@ -297,3 +310,23 @@ class Scheduler:
         filtered = self.filter(pod, snapshot, node_names)
         ranking = self.rank(pod, snapshot, filtered.feasible)
         return Decision(pod.key, ranking.best, ranking.wire(filtered.feasible), filtered.all_verdicts())
+
+
+class _Reasons(Mapping[str, str]):
+    """`FilterResult.failed` rendered on demand: most callers never read a failed node's message."""
+
+    def __init__(self, verdicts: Mapping[str, Verdict], failed: list[str]) -> None:
+        self._verdicts = verdicts
+        self._failed = failed
+
+    def __getitem__(self, name: str) -> str:
+        verdict = self._verdicts[name]
+        if verdict.fits:
+            raise KeyError(name)
+        return verdict.message
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._failed)
+
+    def __len__(self) -> int:
+        return len(self._failed)
