@@ -55,3 +55,17 @@ def api_client(kubeconfig: Path) -> client.ApiClient:
         return config.new_client_from_config(config_file=str(kubeconfig))
     except (config.ConfigException, yaml.YAMLError, KeyError, TypeError) as exc:
         raise CellError(f"kubeconfig {kubeconfig} is unusable: {exc}") from exc
+
+
+# Taints the node lifecycle controller keeps on a node until it has seen it Ready, a few seconds
+# after the kubelet (or KWOK) reports Ready, and puts back when heartbeats stop. kube-scheduler
+# keeps pods off the node while one remains.
+LIFECYCLE_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
+
+
+def node_is_ready(node: client.V1Node) -> bool:
+    """Ready, and free of the lifecycle controller's not-ready/unreachable taints: pods can land."""
+    conditions = (node.status.conditions if node.status else None) or []
+    taints = (node.spec.taints if node.spec else None) or []
+    return (any(c.type == "Ready" and c.status == "True" for c in conditions)
+            and not any(t.key in LIFECYCLE_TAINTS for t in taints))

@@ -33,7 +33,7 @@ from rich.table import Table
 
 from cell import upstream
 from cell.errors import CellError
-from cell.kube import api_client, server_url_of, write_kubeconfig
+from cell.kube import api_client, node_is_ready, server_url_of, write_kubeconfig
 from cell.pki import CertificateAuthority, write_service_account_keys
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -384,8 +384,7 @@ class LocalCell:
 
     def ready_nodes(self) -> tuple[int, int]:
         nodes = client.CoreV1Api(self.api()).list_node().items
-        ready = sum(1 for n in nodes if any(c.type == "Ready" and c.status == "True"
-                                            for c in (n.status.conditions or [])))
+        ready = sum(1 for n in nodes if node_is_ready(n))
         return ready, len(nodes)
 
     def wait_nodes_ready(self, expected: int, timeout: float = 180.0) -> None:

@@ -43,7 +43,7 @@ from rich.console import Console
 
 from cell import images, playbooks
 from cell.errors import CellError
-from cell.kube import write_kubeconfig
+from cell.kube import node_is_ready, write_kubeconfig
 from cell.localcell import RACKS_PER_ZONE, ZONES, Component, LocalCell, free_port
 from cell.pki import CertificateAuthority
 from cell.upstream import bin_dir
@@ -529,21 +529,11 @@ def _check_host(cell: LocalCell) -> None:
                         f"({len(str(rp.containerd_socket))} > {MAX_SOCKET_PATH} characters); use a shorter --state-dir")
 
 
-# Taints the node lifecycle controller puts on a node until it has seen it Ready; pods without a
-# toleration cannot land (and NoExecute evicts them) while one remains, so the node is not ready yet.
-LIFECYCLE_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
-
-
 def node_ready(cell: LocalCell) -> bool:
-    """Ready, and the node lifecycle controller has lifted its not-ready/unreachable taints."""
     try:
-        node = client.CoreV1Api(cell.api()).read_node(NODE_NAME)
+        return node_is_ready(client.CoreV1Api(cell.api()).read_node(NODE_NAME))
     except client.ApiException:
         return False
-    conditions = (node.status.conditions if node.status else None) or []
-    taints = (node.spec.taints if node.spec else None) or []
-    return (any(c.type == "Ready" and c.status == "True" for c in conditions)
-            and not any(t.key in LIFECYCLE_TAINTS for t in taints))
 
 
 def _wait_node_ready(cell: LocalCell, timeout: float = 120.0) -> None:

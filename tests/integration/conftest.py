@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from kubernetes import client
 
+from cell.kube import node_is_ready
 from tests.integration.helpers import dedicated_node_manifests, wait_for
 
 NodeFactory = Callable[[int], list[str]]
@@ -38,8 +39,9 @@ def test_nodes(kube_api: client.ApiClient, namespace: str) -> Iterator[NodeFacto
         names = [n["metadata"]["name"] for n in manifests]
 
         def all_ready() -> bool:
-            return all(any(c.type == "Ready" and c.status == "True"
-                           for c in (core.read_node(n).status.conditions or [])) for n in names)
+            # Ready is not enough: until the lifecycle controller lifts its not-ready taint, kube-scheduler
+            # skips the node, and a burst doubles up on the others.
+            return all(node_is_ready(core.read_node(n)) for n in names)
 
         wait_for(all_ready, 60, what=f"{count} test nodes Ready")
         return names

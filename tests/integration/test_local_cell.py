@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from cell import localcell
 from cell.cli import app
+from cell.kube import node_is_ready
 from cell.localcell import LocalCell
 from scheduler_ext.policy.resources import Resources
 from tests.integration.helpers import deployment, wait_for
@@ -87,9 +88,7 @@ def test_pods_are_placed_only_where_they_fit(local_cell: LocalCell, kube_api: cl
         node["spec"] = {"taints": [{"key": "cell.distos.dev/test", "value": marker, "effect": "NoSchedule"}]}
         core.create_node(node)
     try:
-        wait_for(lambda: all(any(c.type == "Ready" and c.status == "True"
-                                 for c in (core.read_node(n).status.conditions or [])) for n in names),
-                 60, what="test nodes Ready")
+        wait_for(lambda: all(node_is_ready(core.read_node(n)) for n in names), 60, what="test nodes Ready")
         toleration = [{"key": "cell.distos.dev/test", "operator": "Equal", "value": marker, "effect": "NoSchedule"}]
         big = deployment("big", 3, cpu="5", memory="1Gi", node_selector={"cell.distos.dev/test": marker},
                          tolerations=toleration)
