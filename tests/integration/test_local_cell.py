@@ -23,14 +23,17 @@ pytestmark = pytest.mark.cluster
 
 
 def _pods(kube_api: client.ApiClient, namespace: str, selector: str) -> list[client.V1Pod]:
-    return client.CoreV1Api(kube_api).list_namespaced_pod(namespace, label_selector=selector).items
+    """The pods not being deleted (a pod evicted from a node that missed a heartbeat lingers a while)."""
+    pods = client.CoreV1Api(kube_api).list_namespaced_pod(namespace, label_selector=selector).items
+    return [p for p in pods if p.metadata.deletion_timestamp is None]
 
 
 def test_every_component_is_healthy_and_all_nodes_ready(local_cell: LocalCell) -> None:
     for name in local_cell.component_names():
         assert local_cell.healthy(name), f"{name} is not healthy; log: {local_cell.paths.log(name)}"
-    ready, total = local_cell.ready_nodes()
-    assert ready == total >= 12
+    # A loaded machine can delay a KWOK heartbeat and get a node tainted for a moment: give it time.
+    wait_for(lambda: (lambda counts: counts[0] == counts[1] >= 12)(local_cell.ready_nodes()), 60,
+             what="every node Ready and untainted")
     nodes = client.CoreV1Api(local_cell.api()).list_node().items
     zones = {n.metadata.labels["topology.kubernetes.io/zone"] for n in nodes}
     racks = {n.metadata.labels["cell.distos.dev/rack"] for n in nodes}

@@ -208,7 +208,20 @@ def solve_exp1(backend: Backend, mistake_: Mistake | None, images: dict[str, str
     backend.wait_for("Deployment web available", lambda: _available(backend, "web") >= _replicas(manifests, "web"),
                      timeout)
     backend.wait_for("Job crunch complete", lambda: _job_complete(backend, "crunch"), timeout)
+    # The EndpointSlice controller adds ready pods a moment after the Deployment counts them available.
+    backend.wait_for("Service web's endpoints ready", lambda: _ready_endpoints(backend, "web") >= 3, timeout)
     return manifests
+
+
+def _ready_endpoints(backend: Backend, service: str) -> int:
+    ready: set[str] = set()
+    for endpoint_slice in backend.list("EndpointSlice"):
+        if (endpoint_slice["metadata"].get("labels") or {}).get("kubernetes.io/service-name") != service:
+            continue
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is not False:
+                ready.update(endpoint.get("addresses") or [])
+    return len(ready)
 
 
 def production_in_use(backend: Backend) -> Resources:
@@ -282,6 +295,9 @@ def solve_exp2(backend: Backend, mistake_: Mistake | None, images: dict[str, str
     if not (mistake_ is not None and mistake_.refused):
         backend.wait_for("Deployment api available", lambda: _available(backend, "api") >= replicas, timeout)
     backend.wait_for("Deployment cache available", lambda: _available(backend, "cache") >= 2, timeout)
+    # Task 3's check reads status.used, which the operator updates after api's pods appear.
+    backend.wait_for("BandQuota status.used current with api",
+                     lambda: _reported_production_use(backend) == production_in_use(backend), timeout)
     return final
 
 
@@ -297,7 +313,11 @@ def _budget_settled(backend: Backend, name: str) -> bool:
     if pdb is None:
         return True
     status = pdb.get("status") or {}
-    return status.get("observedGeneration") == pdb["metadata"].get("generation") and "disruptionsAllowed" in status
+    # The disruption controller may have synced before every pod existed: it must count them all.
+    pods = [p for p in backend.list("Pod") if (p["metadata"].get("labels") or {}).get("app") == name
+            and not p["metadata"].get("deletionTimestamp")]
+    return (status.get("observedGeneration") == pdb["metadata"].get("generation") and "disruptionsAllowed" in status
+            and status.get("expectedPods") == len(pods))
 
 
 def solve_exp3(backend: Backend, mistake_: Mistake | None, images: dict[str, str] | None,
