@@ -46,6 +46,8 @@ NODE_CAPACITY = {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage
 # Components whose absence a developer may ask for (CELL_WITHOUT=extender,webhook,operator), e.g. to
 # run a stock cell; the scheduler then runs without the extender.
 EXTENSIONS = ("extender", "webhook", "operator")
+# The user each extension acts as: cluster/base/rbac-extensions.yaml grants each what it needs.
+EXTENSION_USERS = {name: f"cell-{name}" for name in EXTENSIONS}
 
 
 def default_state_dir() -> Path:
@@ -250,7 +252,7 @@ class LocalCell:
         admin = str(p.kubeconfig)
         if "extender" in extensions:
             comps.append(Component("extender", [
-                py, "-m", "scheduler_ext.extender", "--kubeconfig", admin,
+                py, "-m", "scheduler_ext.extender", "--kubeconfig", str(p.component_kubeconfig("extender")),
                 "--host", "127.0.0.1", "--port", str(ports["extender"]),
             ], f"http://127.0.0.1:{ports['extender']}/healthz"))
         comps.append(Component("kube-scheduler", [
@@ -269,13 +271,14 @@ class LocalCell:
         ], f"http://127.0.0.1:{ports['kwok']}/healthz"))
         if "webhook" in extensions:
             comps.append(Component("webhook", [
-                py, "-m", "scheduler_ext.webhook", "--kubeconfig", admin, "--host", "127.0.0.1",
+                py, "-m", "scheduler_ext.webhook", "--kubeconfig", str(p.component_kubeconfig("webhook")),
+                "--host", "127.0.0.1",
                 "--port", str(ports["webhook"]), "--tls-cert", str(pki / "webhook.crt"),
                 "--tls-key", str(pki / "webhook.key"),
             ], f"https://127.0.0.1:{ports['webhook']}/healthz", "ca"))
         if "operator" in extensions:
             comps.append(Component("operator", [
-                py, "-m", "scheduler_ext.operator", "--kubeconfig", admin,
+                py, "-m", "scheduler_ext.operator", "--kubeconfig", str(p.component_kubeconfig("operator")),
                 "--health-port", str(ports["operator"]),
             ], f"http://127.0.0.1:{ports['operator']}/healthz"))
         if self.record.get("real_node"):  # `cell up --real-node`: containerd, kubelet, kube-proxy (cell/realnode.py)
@@ -497,6 +500,18 @@ def _write_kubeconfigs(paths: CellPaths, server: str) -> None:
                             ("kube-scheduler", "system:kube-scheduler")):
         cert, key = ca.issue_client_cert(user, [])
         write_kubeconfig(paths.component_kubeconfig(component), server, ca.cert_pem, cert, key, user)
+    _write_extension_kubeconfigs(paths, server)
+
+
+def _write_extension_kubeconfigs(paths: CellPaths, server: str) -> None:
+    """Each extension's own identity (missing ones only: a cell made before they existed gets them
+    when it is recovered)."""
+    ca = CertificateAuthority.load(paths.pki_dir)
+    for extension, user in EXTENSION_USERS.items():
+        path = paths.component_kubeconfig(extension)
+        if not path.exists():
+            cert, key = ca.issue_client_cert(user, [])
+            write_kubeconfig(path, server, ca.cert_pem, cert, key, user)
 
 
 def _write_scheduler_config(cell: LocalCell) -> None:
@@ -599,6 +614,11 @@ def _recover(cell: LocalCell, console: Console) -> Path:
         ready, total = cell.ready_nodes()
         console.print(f"cell already running at {cell.paths.root} ({ready}/{total} nodes Ready)")
         return cell.paths.kubeconfig
+    if set(dead) & set(EXTENSIONS):
+        # A cell made by an older Cell lacks the extensions' identities and their RBAC: add both.
+        _write_extension_kubeconfigs(cell.paths, cell.paths.server_url())
+        if "kube-apiserver" not in dead:
+            cell.apply_base()
     for name in dead:
         console.print(f"restarting {name} (it had stopped; log: {cell.paths.log(name)})")
         cell.stop(name)

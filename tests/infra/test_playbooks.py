@@ -266,15 +266,27 @@ def test_extension_units_run_the_same_commands_as_the_local_cell() -> None:
     exec_lines = {name: next(line for line in unit.splitlines() if line.startswith("ExecStart="))
                   for name, unit in units.items()}
     python = "ExecStart=/opt/cell/venv/bin/python -m scheduler_ext."
-    kubeconfig = "--kubeconfig /etc/kubernetes/cell/extensions.kubeconfig"
+    kubeconfig = "--kubeconfig /etc/kubernetes/cell/{}.kubeconfig"  # each its own user (rbac-extensions.yaml)
     assert exec_lines == {
-        "extender": f"{python}extender {kubeconfig} --host 127.0.0.1 --port 10262",
-        "webhook": f"{python}webhook {kubeconfig} --host 127.0.0.1 --port 10263 "
+        "extender": f"{python}extender {kubeconfig.format('extender')} --host 127.0.0.1 --port 10262",
+        "webhook": f"{python}webhook {kubeconfig.format('webhook')} --host 127.0.0.1 --port 10263 "
                    "--tls-cert /etc/kubernetes/cell/webhook-tls/tls.crt "
                    "--tls-key /etc/kubernetes/cell/webhook-tls/tls.key",
-        "operator": f"{python}operator {kubeconfig} --health-port 10264",
+        "operator": f"{python}operator {kubeconfig.format('operator')} --health-port 10264",
     }
     assert all("User=cell-extensions" in unit for unit in units.values())
+
+
+def test_each_extension_gets_a_kubeconfig_of_its_own_user_with_no_group() -> None:
+    tasks = _load(ROLES / "cell_addons" / "tasks" / "credentials.yml")
+    issue = next(t for t in tasks if t["name"] == "Issue a client certificate and kubeconfig for each extension")
+    argv = issue["ansible.builtin.command"]["argv"]
+    assert "--client-name=cell-{{ item.item.name }}" in argv
+    assert not [arg for arg in argv if arg.startswith("--org")], "an extension must not join a group (admins)"
+    rbac = list(yaml.safe_load_all((REPO / "cluster" / "base" / "rbac-extensions.yaml").read_text()))
+    bound = {d["subjects"][0]["name"] for d in rbac if d["kind"] == "ClusterRoleBinding"}
+    components = {c["name"] for c in _load(ROLES / "cell_addons" / "defaults" / "main.yml")["cell_addons_components"]}
+    assert bound == {f"cell-{name}" for name in components}
 
 
 @pytest.mark.parametrize(("version", "minor", "pin"), [
