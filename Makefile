@@ -45,6 +45,7 @@ status: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 test-unit: $(STAMP)
 	$(PYTEST) -m "not cluster and not realnode"
@@ -71,4 +72,4 @@ bench-sim: $(STAMP)
 	$(VENV)/bin/python tests/bench/bench_sim.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,7 +23,7 @@ err_console = Console(stderr=True)
 class _CellGroup(TyperGroup):
     """Every command's CellError becomes one line on stderr and exit code 1, never a traceback."""
 
-    def invoke(self, ctx: typer.Context) -> object:
+    def invoke(self, ctx: Any) -> Any:  # Any: typer's vendored click.Context, which it does not export
         try:
             return super().invoke(ctx)
         except CellError as exc:

@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from string import Template
 
@@ -376,7 +377,7 @@ class LocalCell:
         def create(index_name: tuple[int, str]) -> None:
             index, name = index_name
             try:
-                core.create_node(kwok_node_manifest(name, index))
+                core.create_node(kwok_node_manifest(name, index))  # type: ignore[arg-type]  # a manifest will do
             except client.ApiException as exc:
                 if exc.status != 409:  # an existing node is fine (idempotent up)
                     raise CellError(f"cannot create node {name}: {exc.reason}") from None
@@ -590,14 +591,13 @@ def up(nodes: int = 12, state_dir: Path | None = None, console: Console | None =
 
 
 def _start_all(cell: LocalCell, console: Console, nodes: int) -> None:
-    steps: list[tuple[str, Callable[[], None]]] = []
+    steps: list[tuple[str, Callable[[], object]]] = []
     for comp in cell.components():
-        steps.append((f"starting {comp.name}", lambda n=comp.name: cell.start(n)))
+        steps.append((f"starting {comp.name}", partial(cell.start, comp.name)))
         if comp.name == "kube-apiserver":
             steps.append(("applying cluster/base (bands, CRDs, RBAC)", cell.apply_base))
         if comp.name == "kwok":
-            steps.append((f"creating {nodes} KWOK nodes", lambda: (cell.create_nodes(nodes),
-                                                                    cell.wait_nodes_ready(nodes))[0]))
+            steps.append((f"creating {nodes} KWOK nodes", lambda: _create_kwok_nodes(cell, nodes)))
         if comp.name == "webhook":
             steps.append(("registering the quota webhook", cell.register_webhook))
     with console.status("") as status:
@@ -605,6 +605,11 @@ def _start_all(cell: LocalCell, console: Console, nodes: int) -> None:
             status.update(description)
             step()
             console.print(f"  [green]✓[/] {description}")
+
+
+def _create_kwok_nodes(cell: LocalCell, nodes: int) -> None:
+    cell.create_nodes(nodes)
+    cell.wait_nodes_ready(nodes)
 
 
 def _recover(cell: LocalCell, console: Console) -> Path:

@@ -340,7 +340,7 @@ class ClusterCache:
             with self._lock:
                 if self._raw.get(raw[0]) == raw[1]:
                     self.events += 1
-                    return obj.metadata.resource_version or None  # type: ignore[no-any-return]
+                    return obj.metadata.resource_version or None
         manifest = _manifest(obj)
         with self._lock:
             self._apply(kind, event.type, manifest)

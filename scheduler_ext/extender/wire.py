@@ -226,7 +226,7 @@ def pod_info(pod: Pod) -> PodInfo:
 
 def to_manifest(obj: msgspec.Struct) -> dict[str, Any]:
     """The struct as the plain API dict the policy's `from_manifest` converters take."""
-    return msgspec.to_builtins(obj)  # type: ignore[no-any-return]
+    return msgspec.to_builtins(obj)
 
 
 def encode(obj: Any) -> bytes:

@@ -283,7 +283,8 @@ class AllocReconciler:
         earlier_listing = self._machines
         (nodes, pods), allocs = await asyncio.gather(
             self._nodes_and_pods(), asyncio.to_thread(list_allocs, self.api))
-        obj = next((a for a in allocs if _key(a["metadata"]["namespace"], a["metadata"]["name"]) == key), None)
+        obj: Manifest | None = next(
+            (a for a in allocs if _key(a["metadata"]["namespace"], a["metadata"]["name"]) == key), None)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             return  # gone or going: nothing to place (a deletion is reconciled on its own event)
         snapshot = _snapshot(nodes, pods, allocs)

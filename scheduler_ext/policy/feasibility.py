@@ -98,7 +98,7 @@ def ledger(node: NodeInfo, allocs: Iterable[AllocInfo], without: frozenset[str] 
             continue
         alloc_key = pod.alloc
         if alloc_key in keys:
-            use = members[alloc_key]  # type: ignore[index]
+            use = members[alloc_key]
             use[0] += pod.requests.cpu
             use[1] += pod.requests.memory
         else:
