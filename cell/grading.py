@@ -345,8 +345,8 @@ def check_self_healing(api: ApiClient, namespace: str, deployment: str, selector
     """Delete one ready pod of the Deployment; passed if a new pod of it is ready within timeout.
 
     Before returning it also waits (within the same timeout) until the Deployment has as many
-    available replicas as before, so the namespace is left as it was found and a second grading
-    run reads the same state.
+    available replicas, and its Services as many ready endpoints, as before, so the namespace is
+    left as it was found and a second grading run reads the same state.
     """
     view = ClusterView(api, namespace)
     started = time.monotonic()
@@ -359,6 +359,8 @@ def check_self_healing(api: ApiClient, namespace: str, deployment: str, selector
         return SelfHealing(False, f"Deployment {deployment} has no ready pod labelled {selector} to delete, "
                                   "so self-healing could not be checked")
     available_before = int((owner.get("status") or {}).get("availableReplicas") or 0)
+    victim_ip = (ready[0].get("status") or {}).get("podIP")
+    endpoints_before = {service: len(ips) for service, ips in _ready_endpoints(view).items() if victim_ip in ips}
     known = {p["metadata"]["uid"] for p in pods}
     victim = ready[0]["metadata"]
     status, data = _request(api, "DELETE", _path("Pod", namespace, victim["name"]),
@@ -383,9 +385,24 @@ def check_self_healing(api: ApiClient, namespace: str, deployment: str, selector
     while time.monotonic() < deadline:
         current = view.get("Deployment", deployment) or {}
         if int((current.get("status") or {}).get("availableReplicas") or 0) >= available_before:
-            break
+            endpoints = _ready_endpoints(view)
+            if all(len(endpoints.get(service, ())) >= count for service, count in endpoints_before.items()):
+                break
         time.sleep(poll)
     return SelfHealing(True, "", victim["name"], replacement, seconds)
+
+
+def _ready_endpoints(view: ClusterView) -> dict[str, set[str]]:
+    """Service name -> the addresses its EndpointSlices list as ready (a missing condition is ready)."""
+    ready: dict[str, set[str]] = {}
+    for endpoint_slice in view.list("EndpointSlice"):
+        service = (endpoint_slice["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
+        if not service:
+            continue
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is not False:
+                ready.setdefault(service, set()).update(endpoint.get("addresses") or [])
+    return ready
 
 
 class _SelfHealingPool:

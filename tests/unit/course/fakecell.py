@@ -17,6 +17,7 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 import yaml
 
@@ -63,7 +64,7 @@ class FakeCell:
         self._uids = itertools.count(1)
         self.objects: dict[tuple[str, str | None, str], Manifest] = {}
         self.deleted_pods: list[str] = []
-        self.requests: list[str] = []  # "GET /path" / "DELETE /path", in the order served
+        self.requests: list[str] = []  # "GET /path[?query]" / "DELETE /path", in the order served
         for index in range(1, nodes + 1):
             self._store(kwok_node_manifest(f"node-{index}", index))
 
@@ -143,7 +144,7 @@ class FakeCell:
         path, query = url
         kind, namespace, name = self._parse(path)
         with self._lock:
-            self.requests.append(f"{method} {path}")
+            self.requests.append(f"{method} {path}" + (f"?{urlencode(query)}" if query else ""))
             if method == "GET" and name:
                 obj = self.objects.get((kind, namespace, name))
                 return FakeResponse(200, obj) if obj else FakeResponse(404, {"message": "not found"})

@@ -173,6 +173,25 @@ def test_self_healing_passes_when_a_replacement_becomes_ready() -> None:
     assert cell.deleted_pods == [result.deleted]
 
 
+def test_self_healing_waits_until_the_services_endpoints_are_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    cell = _exp1_class("ann")
+    reads: list[int] = []
+    ready_endpoints = grading._ready_endpoints
+
+    def lagging(view: ClusterView) -> dict[str, set[str]]:
+        """The EndpointSlice controller two reads behind the Deployment's availability."""
+        endpoints = ready_endpoints(view)
+        if 1 <= len(reads) <= 2:
+            endpoints["web"] = set(sorted(endpoints["web"])[1:])
+        reads.append(len(endpoints.get("web", ())))
+        return endpoints
+
+    monkeypatch.setattr(grading, "_ready_endpoints", lagging)
+    result = check_self_healing(cell, "ann", "web", "app=web", timeout=5, poll=0.01)  # type: ignore[arg-type]
+    assert result.passed
+    assert reads == [3, 2, 2, 3]  # it returned once Service web had its 3 ready endpoints again
+
+
 def test_self_healing_fails_with_a_reason_when_nothing_replaces_the_pod(monkeypatch: pytest.MonkeyPatch) -> None:
     cell = _exp1_class("ann")
     monkeypatch.setattr(cell, "reconcile", lambda: None)  # a Deployment controller that is asleep
@@ -196,8 +215,10 @@ def test_self_healing_runs_after_every_read_check() -> None:
     run_checks(grading.find_experience("exp1-orchestration"), [Student("ann", "ann"), Student("ben", "ben")],
                cell)  # type: ignore[arg-type]
     first_delete = next(i for i, r in enumerate(cell.requests) if r.startswith("DELETE"))
-    last_slice_read = max(i for i, r in enumerate(cell.requests) if "endpointslices" in r)
-    assert last_slice_read < first_delete
+    # exp1's endpoints check reads Service web's slices; the self-healing check's own reads (what it
+    # must restore) list them all, unfiltered.
+    last_check_read = max(i for i, r in enumerate(cell.requests) if "endpointslices?labelSelector" in r)
+    assert last_check_read < first_delete
     assert len(cell.deleted_pods) == 2
 
 
