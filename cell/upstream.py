@@ -222,7 +222,7 @@ def ensure_binaries(force: bool = False, console: Console | None = None) -> Path
     builder = _Builder(go, work, staging, log)
     missing = [b for b in expected_binaries() if force or check_binary(staging, b) is not None
                or (b.name == "kwok" and not (staging / KWOK_STAGES_FILE).is_file())]
-    console.print(f"Building {', '.join(b.name for b in missing)} (cold build: tens of minutes on 2 cores; "
+    console.print(f"Building {', '.join(b.name for b in missing)} (cold build: about 10 minutes on 2 cores; "
                   f"log: {log})")
     started = time.monotonic()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
