@@ -49,7 +49,7 @@ def failure(result: Any) -> str:
 
 
 def task_error(res: Mapping[str, Any]) -> str:
-    """A failed task's message: a loop's first failed item, then msg or the command's stderr."""
+    """A failed task's message: a loop's first failed item; the command's stderr, else msg."""
     failed_items = [item for item in res.get("results") or [] if isinstance(item, Mapping) and item.get("failed")]
     if failed_items:
         res = failed_items[0]
