@@ -259,7 +259,8 @@ class ClusterCache:
                 if uid in self._assumed:
                     # A late event from before the binding (this watch can lag kube-scheduler's): the
                     # pod is still on its way to the assumed node. Dropping the booking here let the
-                    # next pods of a burst double up on that node.
+                    # next pods of a burst double up on that node. If the binding failed instead, the
+                    # next scheduling cycle re-books the pod, or the booking expires (assume_ttl).
                     return
                 self._delete_pod(uid)
                 return
