@@ -325,6 +325,20 @@ def owned_by_deployment(pod: Mapping[str, Any], deployment: str) -> bool:
                for ref in pod["metadata"].get("ownerReferences") or [])
 
 
+def ready_endpoints(endpoint_slices: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:
+    """Service name -> the addresses its EndpointSlices list as ready (the API defines a missing
+    ready condition as ready)."""
+    ready: dict[str, set[str]] = {}
+    for endpoint_slice in endpoint_slices:
+        service = (endpoint_slice["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
+        if not service:
+            continue
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is not False:
+                ready.setdefault(service, set()).update(endpoint.get("addresses") or [])
+    return ready
+
+
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
@@ -360,7 +374,8 @@ def check_self_healing(api: ApiClient, namespace: str, deployment: str, selector
                                   "so self-healing could not be checked")
     available_before = int((owner.get("status") or {}).get("availableReplicas") or 0)
     victim_ip = (ready[0].get("status") or {}).get("podIP")
-    endpoints_before = {service: len(ips) for service, ips in _ready_endpoints(view).items() if victim_ip in ips}
+    endpoints_before = {service: len(ips) for service, ips in ready_endpoints(view.list("EndpointSlice")).items()
+                        if victim_ip in ips}
     known = {p["metadata"]["uid"] for p in pods}
     victim = ready[0]["metadata"]
     status, data = _request(api, "DELETE", _path("Pod", namespace, victim["name"]),
@@ -385,24 +400,11 @@ def check_self_healing(api: ApiClient, namespace: str, deployment: str, selector
     while time.monotonic() < deadline:
         current = view.get("Deployment", deployment) or {}
         if int((current.get("status") or {}).get("availableReplicas") or 0) >= available_before:
-            endpoints = _ready_endpoints(view)
+            endpoints = ready_endpoints(view.list("EndpointSlice"))
             if all(len(endpoints.get(service, ())) >= count for service, count in endpoints_before.items()):
                 break
         time.sleep(poll)
     return SelfHealing(True, "", victim["name"], replacement, seconds)
-
-
-def _ready_endpoints(view: ClusterView) -> dict[str, set[str]]:
-    """Service name -> the addresses its EndpointSlices list as ready (a missing condition is ready)."""
-    ready: dict[str, set[str]] = {}
-    for endpoint_slice in view.list("EndpointSlice"):
-        service = (endpoint_slice["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
-        if not service:
-            continue
-        for endpoint in endpoint_slice.get("endpoints") or []:
-            if (endpoint.get("conditions") or {}).get("ready") is not False:
-                ready.setdefault(service, set()).update(endpoint.get("addresses") or [])
-    return ready
 
 
 class _SelfHealingPool:

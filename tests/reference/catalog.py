@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import yaml
 
 from cell.experiences import course_images, experiences_dir
+from cell.grading import ready_endpoints
 from scheduler_ext.policy.bands import Band
 from scheduler_ext.policy.quota import band_quota_of
 from scheduler_ext.policy.resources import ZERO, Resources
@@ -209,19 +210,9 @@ def solve_exp1(backend: Backend, mistake_: Mistake | None, images: dict[str, str
                      timeout)
     backend.wait_for("Job crunch complete", lambda: _job_complete(backend, "crunch"), timeout)
     # The EndpointSlice controller adds ready pods a moment after the Deployment counts them available.
-    backend.wait_for("Service web's endpoints ready", lambda: _ready_endpoints(backend, "web") >= 3, timeout)
+    backend.wait_for("Service web's endpoints ready",
+                     lambda: len(ready_endpoints(backend.list("EndpointSlice")).get("web", ())) >= 3, timeout)
     return manifests
-
-
-def _ready_endpoints(backend: Backend, service: str) -> int:
-    ready: set[str] = set()
-    for endpoint_slice in backend.list("EndpointSlice"):
-        if (endpoint_slice["metadata"].get("labels") or {}).get("kubernetes.io/service-name") != service:
-            continue
-        for endpoint in endpoint_slice.get("endpoints") or []:
-            if (endpoint.get("conditions") or {}).get("ready") is not False:
-                ready.update(endpoint.get("addresses") or [])
-    return len(ready)
 
 
 def production_in_use(backend: Backend) -> Resources:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import textwrap
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,17 +178,17 @@ def test_self_healing_passes_when_a_replacement_becomes_ready() -> None:
 def test_self_healing_waits_until_the_services_endpoints_are_back(monkeypatch: pytest.MonkeyPatch) -> None:
     cell = _exp1_class("ann")
     reads: list[int] = []
-    ready_endpoints = grading._ready_endpoints
+    ready_endpoints = grading.ready_endpoints
 
-    def lagging(view: ClusterView) -> dict[str, set[str]]:
+    def lagging(endpoint_slices: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
         """The EndpointSlice controller two reads behind the Deployment's availability."""
-        endpoints = ready_endpoints(view)
+        endpoints = ready_endpoints(endpoint_slices)
         if 1 <= len(reads) <= 2:
             endpoints["web"] = set(sorted(endpoints["web"])[1:])
         reads.append(len(endpoints.get("web", ())))
         return endpoints
 
-    monkeypatch.setattr(grading, "_ready_endpoints", lagging)
+    monkeypatch.setattr(grading, "ready_endpoints", lagging)
     result = check_self_healing(cell, "ann", "web", "app=web", timeout=5, poll=0.01)  # type: ignore[arg-type]
     assert result.passed
     assert reads == [3, 2, 2, 3]  # it returned once Service web had its 3 ready endpoints again

@@ -19,6 +19,7 @@ from cell.grading import (
     containers,
     plural,
     pod_spec,
+    ready_endpoints,
     requests_of,
     template_labels,
 )
@@ -109,12 +110,7 @@ def test_web_service(cluster: ClusterView) -> None:
 @SERVICE
 def test_web_endpoints(cluster: ClusterView) -> None:
     cluster.require("Service", "web")
-    ready = set()
-    for endpoint_slice in cluster.list("EndpointSlice", "kubernetes.io/service-name=web"):
-        for endpoint in endpoint_slice.get("endpoints") or []:
-            # The API defines a missing ready condition as ready.
-            if (endpoint.get("conditions") or {}).get("ready") is not False:
-                ready.update(endpoint.get("addresses") or [])
+    ready = ready_endpoints(cluster.list("EndpointSlice", "kubernetes.io/service-name=web")).get("web", set())
     assert len(ready) >= WEB_REPLICAS, (f"Service web has {plural(len(ready), 'ready endpoint')}, "
                                         f"expected {WEB_REPLICAS}")
 
