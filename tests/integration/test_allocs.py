@@ -36,9 +36,6 @@ FINALIZER = "cell.distos.dev/alloc-protection"
 TEST_LABEL = "cell.distos.dev/test"
 
 
-
-# --- fixtures ------------------------------------------------------------------------------------
-
 # --- helpers -------------------------------------------------------------------------------------
 
 def alloc_manifest(name: str, prefix: str, count: int = 1, cpu: str = "2", memory: str = "1Gi",

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from cell import localcell
 from cell.cli import app
-from cell.kube import node_is_ready
 from cell.localcell import LocalCell
 from scheduler_ext.policy.resources import Resources
-from tests.integration.helpers import deployment, wait_for
+from tests.integration.conftest import NodeFactory
+from tests.integration.helpers import deployment, pin_to_test_nodes, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -31,9 +31,12 @@ def _pods(kube_api: client.ApiClient, namespace: str, selector: str) -> list[cli
 def test_every_component_is_healthy_and_all_nodes_ready(local_cell: LocalCell) -> None:
     for name in local_cell.component_names():
         assert local_cell.healthy(name), f"{name} is not healthy; log: {local_cell.paths.log(name)}"
+    def all_ready() -> bool:
+        ready, total = local_cell.ready_nodes()
+        return ready == total >= 12
+
     # A loaded machine can delay a KWOK heartbeat and get a node tainted for a moment: give it time.
-    wait_for(lambda: (lambda counts: counts[0] == counts[1] >= 12)(local_cell.ready_nodes()), 60,
-             what="every node Ready and untainted")
+    wait_for(all_ready, 60, what="every node Ready and untainted")
     nodes = client.CoreV1Api(local_cell.api()).list_node().items
     zones = {n.metadata.labels["topology.kubernetes.io/zone"] for n in nodes}
     racks = {n.metadata.labels["cell.distos.dev/rack"] for n in nodes}
@@ -79,43 +82,31 @@ def test_pods_of_a_deleted_node_are_recreated_elsewhere(local_cell: LocalCell, k
         local_cell.wait_nodes_ready(local_cell.record["nodes"])
 
 
-def test_pods_are_placed_only_where_they_fit(local_cell: LocalCell, kube_api: client.ApiClient,
-                                             namespace: str) -> None:
+def test_pods_are_placed_only_where_they_fit(kube_api: client.ApiClient, namespace: str,
+                                             test_nodes: NodeFactory) -> None:
     """Two dedicated, tainted nodes of 8 CPU; three 5-CPU pods: two run (one per node), one waits."""
     core = client.CoreV1Api(kube_api)
-    marker = namespace
-    names = [f"room-{marker}-{i}" for i in (1, 2)]
-    for i, name in enumerate(names, start=1):
-        node = localcell.kwok_node_manifest(name, i)
-        node["metadata"]["labels"]["cell.distos.dev/test"] = marker
-        node["spec"] = {"taints": [{"key": "cell.distos.dev/test", "value": marker, "effect": "NoSchedule"}]}
-        core.create_node(node)
-    try:
-        wait_for(lambda: all(node_is_ready(core.read_node(n)) for n in names), 60, what="test nodes Ready")
-        toleration = [{"key": "cell.distos.dev/test", "operator": "Equal", "value": marker, "effect": "NoSchedule"}]
-        big = deployment("big", 3, cpu="5", memory="1Gi", node_selector={"cell.distos.dev/test": marker},
-                         tolerations=toleration)
-        client.AppsV1Api(kube_api).create_namespaced_deployment(namespace, big)
+    names = test_nodes(2)
+    big = deployment("big", 3, cpu="5", memory="1Gi")
+    pin_to_test_nodes(big["spec"]["template"]["spec"], namespace)
+    client.AppsV1Api(kube_api).create_namespaced_deployment(namespace, big)
 
-        def two_bound_one_pending() -> bool:
-            pods = _pods(kube_api, namespace, "app=big")
-            bound = [p for p in pods if p.spec.node_name]
-            return len(pods) == 3 and len(bound) == 2
-
-        wait_for(two_bound_one_pending, 60, what="2 of 3 big pods bound")
+    def two_bound_one_pending() -> bool:
         pods = _pods(kube_api, namespace, "app=big")
-        assert sorted(p.spec.node_name for p in pods if p.spec.node_name) == sorted(names)
-        pending = next(p for p in pods if not p.spec.node_name)
-        reason = wait_for(lambda: next((c for c in (core.read_namespaced_pod(pending.metadata.name, namespace)
-                                                    .status.conditions or []) if c.type == "PodScheduled"), None),
-                          30, what="PodScheduled condition")
-        assert reason.status == "False" and "Insufficient cpu" in (reason.message or "")
-        for name in names:
-            used = _node_requests(kube_api, name)
-            assert used.cpu <= 8000, f"{name} overcommitted: {used}"
-    finally:
-        for name in names:
-            core.delete_node(name)
+        bound = [p for p in pods if p.spec.node_name]
+        return len(pods) == 3 and len(bound) == 2
+
+    wait_for(two_bound_one_pending, 60, what="2 of 3 big pods bound")
+    pods = _pods(kube_api, namespace, "app=big")
+    assert sorted(p.spec.node_name for p in pods if p.spec.node_name) == sorted(names)
+    pending = next(p for p in pods if not p.spec.node_name)
+    reason = wait_for(lambda: next((c for c in (core.read_namespaced_pod(pending.metadata.name, namespace)
+                                                .status.conditions or []) if c.type == "PodScheduled"), None),
+                      30, what="PodScheduled condition")
+    assert reason.status == "False" and "Insufficient cpu" in (reason.message or "")
+    for name in names:
+        used = _node_requests(kube_api, name)
+        assert used.cpu <= 8000, f"{name} overcommitted: {used}"
 
 
 def _node_requests(kube_api: client.ApiClient, node: str) -> Resources:

@@ -21,7 +21,6 @@ from tests.integration.helpers import deployment, pin_to_test_nodes, wait_for
 pytestmark = pytest.mark.cluster
 
 
-
 # A loaded machine can delay KWOK's heartbeats; the node lifecycle controller then taints the node and
 # evicts its pods after --default-not-ready-toleration-seconds. Pods that must stay put tolerate that.
 NODE_TROUBLE_TOLERATIONS = [{"key": key, "operator": "Exists", "effect": "NoExecute"}
