@@ -93,9 +93,8 @@ def free_port() -> int:
     """A free port below the ephemeral range: a port the kernel hands out for port 0 can be taken as
     the source port of any outgoing connection before the component that should listen on it starts."""
     low, _ = _ephemeral_range()
-    candidates = list(range(10000, low)) if low > 11000 else []
-    random.shuffle(candidates)
-    for port in candidates[:200]:
+    below = range(10000, low) if low > 11000 else range(0)
+    for port in random.sample(below, min(200, len(below))):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))

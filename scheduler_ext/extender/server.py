@@ -285,8 +285,8 @@ class ExtenderServer:
         pod = self._pod_info(args.pod)
         snapshot = self.evictions.view_for(pod, self.source.snapshot())
         ahead, self._ahead = self._ahead, None
-        if (ahead is not None and ahead.body is not None and ahead.pod.uid == pod.uid and ahead.pod is pod
-                and ahead.snapshot is snapshot and ahead.names == tuple(names)):
+        if (ahead is not None and ahead.body is not None and ahead.pod is pod and ahead.snapshot is snapshot
+                and ahead.names == tuple(names)):
             self.metrics.ranked_ahead.labels("used").inc()
             ranking, body = ahead.ranking, ahead.body
         else:
