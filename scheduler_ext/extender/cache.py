@@ -103,6 +103,9 @@ class ClusterCache:
         # uid -> (node, deadline) of placements the watch has not shown yet; deadlines ascend with
         # insertion order (one TTL), so expiry looks at the front only.
         self._assumed: dict[str, tuple[str, float]] = {}
+        # uid -> deadline of pods the watch has shown deleted: kube-scheduler's informer can lag this
+        # watch, so it may still ask about such a pod, and booking it would hold phantom room.
+        self._gone: dict[str, float] = {}
         self.assume_ttl = assume_ttl
         self._clock = clock
         self._outcomes = dict.fromkeys(ASSUME_OUTCOMES, 0)
@@ -123,7 +126,7 @@ class ClusterCache:
     def snapshot(self) -> CellSnapshot:
         """The current state as an immutable snapshot (rebuilt only for what changed)."""
         with self._lock:
-            if self._assumed:
+            if self._assumed or self._gone:
                 self._expire_assumptions()
             if self._snapshot is not None and not self._dirty:
                 return self._snapshot
@@ -153,6 +156,8 @@ class ClusterCache:
         with self._lock:
             if pod.uid in self._pods and pod.uid not in self._assumed:
                 return  # the watch already showed it bound: that is the truth
+            if pod.uid in self._gone:
+                return  # the watch already showed it deleted
             if node not in self._bases:
                 return
             bound = PodInfo(pod.namespace, pod.name, pod.uid, pod.priority, pod.requests, pod.labels, pod.owner,
@@ -182,6 +187,8 @@ class ClusterCache:
 
     def _expire_assumptions(self) -> None:
         now = self._clock()
+        while self._gone and next(iter(self._gone.values())) <= now:
+            del self._gone[next(iter(self._gone))]
         while self._assumed:
             uid, (_, deadline) = next(iter(self._assumed.items()))
             if deadline > now:
@@ -251,6 +258,8 @@ class ClusterCache:
         elif kind == PODS:
             uid = meta.get("uid", "")
             if event_type == "DELETED" or not PodInfo.is_active(manifest):
+                self._gone.pop(uid, None)  # re-inserted last: deadlines stay in ascending order
+                self._gone[uid] = self._clock() + self.assume_ttl
                 self._settle_assumption(uid, None)
                 self._delete_pod(uid)
                 return

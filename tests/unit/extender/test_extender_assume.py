@@ -75,6 +75,21 @@ def test_a_late_event_from_before_the_binding_keeps_the_assumption() -> None:
     assert cache.assume_outcomes == {"confirmed": 1, "moved": 0, "gone": 0, "expired": 0, "pending": 0}
 
 
+def test_a_pod_the_watch_showed_deleted_is_not_booked_by_a_late_question() -> None:
+    clock = Clock()
+    cache = _cache(clock=clock, ttl=10)
+    cache.apply(PODS, "ADDED", pod_manifest("web-1", cpu="2", phase="Pending"))
+    cache.apply(PODS, "DELETED", pod_manifest("web-1", cpu="2", phase="Pending"))
+    # kube-scheduler's informer lags: it still schedules the deleted pod, alone on node-3.
+    cache.assume(_pod("web-1", cpu="2"), "node-3")
+    assert cache.assumed() == {}
+    assert cache.snapshot().nodes["node-3"].requested.cpu == 0
+    clock.now += 11  # the memory of the deletion is bounded like an assumption
+    cache.snapshot()
+    cache.assume(_pod("web-1", cpu="2"), "node-3")
+    assert cache.assumed() == {"uid-alice-web-1": "node-3"}
+
+
 def test_an_assumption_never_confirmed_expires() -> None:
     clock = Clock()
     cache = _cache(clock=clock, ttl=10)
