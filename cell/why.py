@@ -12,14 +12,17 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from rich.console import Console
 from rich.table import Table
 
 from cell.errors import CellError
-from cell.top import KubeconfigOption, StateDirOption, load_snapshot, resolve_kubeconfig
+from cell.kube import api_client
+from cell.state import CellPaths
+from cell.top import load_snapshot
 from scheduler_ext.policy.model import CellSnapshot, PodInfo
 from scheduler_ext.policy.scheduler import Scheduler
 from scheduler_ext.policy.usage import natural_order
@@ -94,12 +97,6 @@ def render_why(record: dict[str, Any], pod: PodInfo, status: dict[str, Any], sou
 def why(namespace: str, pod: str, kubeconfig: Path, state_dir: Path | None = None,
         console: Console | None = None) -> dict[str, Any]:
     """Print why NAMESPACE/POD is where it is (or nowhere); return the record printed."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    from cell.kube import api_client
-    from cell.localcell import CellPaths
-
     console = console or Console()
     api = api_client(kubeconfig)
     try:
@@ -130,13 +127,3 @@ def why(namespace: str, pod: str, kubeconfig: Path, state_dir: Path | None = Non
         source = "computed now by the policy core from the API (the extender has no record)"
     render_why(record, info, manifest.get("status") or {}, source, console)
     return record
-
-
-def why_cmd(
-    target: Annotated[str, typer.Argument(metavar="NAMESPACE/POD", help="The pod to explain.")],
-    kubeconfig: KubeconfigOption = None,
-    state_dir: StateDirOption = None,
-) -> None:
-    """Why a pod is pending (or where it went), node by node."""
-    namespace, name = parse_target(target)
-    why(namespace, name, resolve_kubeconfig(kubeconfig, state_dir), state_dir)
