@@ -6,32 +6,35 @@ decision starts from the stored instances and is written back with a resourceVer
 precondition, so a restarted operator (or a second one) never reserves an instance twice; a
 conflicting write is retried from a fresh read.
 
-Level-triggered: Alloc events, member pod events and a periodic sweep all just ask for the alloc
-to be reconciled; one reconcile per alloc runs at a time and requests arriving meanwhile coalesce
-into one more run. Placement is serialised cell-wide (one at a time, on a fresh snapshot that
-holds every alloc's reserved instances), so two allocs racing for the last free node never both
-get it. The sweep retries Pending and PartiallyReserved allocs, so instances are placed when
-capacity frees (A6).
+Level-triggered: Alloc events, member pod events and kopf timers all just ask for the alloc to be
+reconciled; one reconcile per alloc runs at a time and requests arriving meanwhile coalesce into
+one more run (a member pod's event is about another object than the Alloc, so kopf's own
+one-handler-per-object cannot do this). Placement is serialised cell-wide (one at a time, on a
+fresh snapshot that holds every alloc's reserved instances), so two allocs racing for the last free
+node never both get it. A timer retries Pending and PartiallyReserved allocs, so instances are
+placed when capacity frees (A6); a slower one reconciles every alloc (a vanished node, a missed
+event). The reconciler lives in kopf's memo.
 
-Deletion (A5) goes through the finalizer cell.distos.dev/alloc-protection: the reservation is
-released first (no new member can be scheduled into it), then the bound members are evicted
-through the Eviction API (PodDisruptionBudgets are honoured), then the finalizer is removed.
+Deletion (A5) is kopf's: its finalizer (named cell.distos.dev/alloc-protection, see settings.py)
+holds the Alloc until the deletion handler succeeds. The handler releases the reservation first
+(no new member can be scheduled into it), then evicts the bound members through the Eviction API
+(PodDisruptionBudgets are honoured); while members remain it asks kopf to retry.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+import msgspec
 
+from scheduler_ext.kube.client import RawClient
+from scheduler_ext.kube.errors import APIConflictError, APINotFoundError, APITooManyRequestsError
+from scheduler_ext.kube.names import ALLOC_FINALIZER, ALLOC_LABEL, ALLOCS, NODES, PODS
 from scheduler_ext.policy.allocs import (
     PENDING,
     RESERVED,
@@ -44,17 +47,17 @@ from scheduler_ext.policy.allocs import (
     valid_instances,
     without_instances,
 )
-from scheduler_ext.policy.model import ALLOC_LABEL, AllocInfo, CellSnapshot, NodeInfo, PodInfo
+from scheduler_ext.policy.model import AllocInfo, CellSnapshot, NodeInfo, PodInfo
 
-GROUP, VERSION, PLURAL = "cell.distos.dev", "v1alpha1", "allocs"
-FINALIZER = "cell.distos.dev/alloc-protection"
+FINALIZER = ALLOC_FINALIZER
 SWEEP_INTERVAL = 5.0  # seconds between retries of unsettled allocs (A6)
-FULL_SWEEP_EVERY = 6  # every Nth sweep reconciles every alloc (vanished nodes, missed events)
+FULL_SWEEP_EVERY = 6  # every alloc is reconciled every FULL_SWEEP_EVERY * SWEEP_INTERVAL (missed events)
+RELEASE_RETRY = 2.0  # seconds before kopf retries a deletion whose members are still running
 MACHINES_TTL = 1.0  # seconds a listing of nodes and pods serves further placements
 _CONFLICT_RERUNS = 5
 _TIMEOUT = 30
 _ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
-_METADATA_ONLY = {"Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"}
+_METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +70,6 @@ class Conflict(Exception):
 
 # --- reading and writing the cell (blocking; run in threads) -------------------------------------
 
-def _json(response: Any) -> Any:
-    try:
-        return json.loads(response.data)
-    finally:
-        response.release_conn()
-
-
 def _key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
@@ -83,86 +79,66 @@ def _split(key: str) -> tuple[str, str]:
     return namespace, name
 
 
-def get_alloc(api: client.ApiClient, namespace: str, name: str) -> Manifest | None:
-    try:
-        return dict(_json(client.CustomObjectsApi(api).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name, _preload_content=False, _request_timeout=_TIMEOUT)))
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
+def _items(api: RawClient, path: str, query: list[tuple[str, str]] | None = None,
+           accept: str = "application/json") -> list[Manifest]:
+    body = msgspec.json.decode(api.request("GET", path, query or [], timeout=_TIMEOUT, accept=accept))
+    return list(body.get("items") or [])
 
 
-def list_allocs(api: client.ApiClient) -> list[Manifest]:
-    response = client.CustomObjectsApi(api).list_cluster_custom_object(
-        GROUP, VERSION, PLURAL, _preload_content=False, _request_timeout=_TIMEOUT)
-    return list(_json(response).get("items") or [])
+def get_alloc(api: RawClient, namespace: str, name: str) -> Manifest | None:
+    found = api.get_or_none(ALLOCS.object_path(namespace, name), timeout=_TIMEOUT)
+    return dict(found) if found is not None else None
 
 
-def list_node_names(api: client.ApiClient) -> set[str]:
+def list_allocs(api: RawClient) -> list[Manifest]:
+    return _items(api, ALLOCS.path)
+
+
+def list_node_names(api: RawClient) -> set[str]:
     # Metadata only: a reconcile needs to know which nodes exist, not their status.
-    response = client.CoreV1Api(api).list_node(_preload_content=False, _request_timeout=_TIMEOUT,
-                                               _headers=_METADATA_ONLY)
-    return {item["metadata"]["name"] for item in _json(response).get("items") or []}
+    return {item["metadata"]["name"] for item in _items(api, NODES.path, accept=_METADATA_ONLY)}
 
 
-def list_nodes(api: client.ApiClient) -> list[Manifest]:
-    response = client.CoreV1Api(api).list_node(_preload_content=False, _request_timeout=_TIMEOUT)
-    return list(_json(response).get("items") or [])
+def list_nodes(api: RawClient) -> list[Manifest]:
+    return _items(api, NODES.path)
 
 
-def list_bound_pods(api: client.ApiClient, node: str | None = None) -> list[Manifest]:
+def list_bound_pods(api: RawClient, node: str | None = None) -> list[Manifest]:
     """Active pods bound to a node (to `node` only, when given)."""
     where = f"spec.nodeName={node}" if node else "spec.nodeName!="
-    response = client.CoreV1Api(api).list_pod_for_all_namespaces(
-        field_selector=f"{where},{_ACTIVE_PODS}", _preload_content=False, _request_timeout=_TIMEOUT)
-    return list(_json(response).get("items") or [])
+    return _items(api, PODS.path, [("fieldSelector", f"{where},{_ACTIVE_PODS}")])
 
 
-def list_members(api: client.ApiClient, namespace: str, name: str) -> list[Manifest]:
-    response = client.CoreV1Api(api).list_namespaced_pod(
-        namespace, label_selector=f"{ALLOC_LABEL}={name}", field_selector=_ACTIVE_PODS,
-        _preload_content=False, _request_timeout=_TIMEOUT)
-    return list(_json(response).get("items") or [])
+def list_members(api: RawClient, namespace: str, name: str) -> list[Manifest]:
+    return _items(api, PODS.object_path(namespace),
+                  [("labelSelector", f"{ALLOC_LABEL}={name}"), ("fieldSelector", _ACTIVE_PODS)])
 
 
-def _patch(api: client.ApiClient, obj: Manifest, body: Manifest, status: bool) -> Manifest:
+def _patch(api: RawClient, obj: Manifest, body: Manifest, status: bool) -> Manifest:
     """A merge patch carrying the resourceVersion read: the API server refuses it (409) if the
     Alloc changed since, so a decision made on a stale read is never written."""
     meta = obj["metadata"]
     body = {**body, "metadata": {**body.get("metadata", {}), "resourceVersion": meta["resourceVersion"]}}
-    custom = client.CustomObjectsApi(api)
-    call = custom.patch_namespaced_custom_object_status if status else custom.patch_namespaced_custom_object
+    path = ALLOCS.object_path(meta["namespace"], meta["name"], "status" if status else "")
     try:
-        return dict(_json(call(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body,
-                               _content_type="application/merge-patch+json", _preload_content=False,
-                               _request_timeout=_TIMEOUT)))
-    except ApiException as exc:
-        if exc.status in (404, 409):
-            raise Conflict(f"{exc.status} {exc.reason}") from None
-        raise
+        return dict(api.patch(path, body, timeout=_TIMEOUT))
+    except (APINotFoundError, APIConflictError) as exc:
+        raise Conflict(str(exc)) from None
 
 
-def write_status(api: client.ApiClient, obj: Manifest, status: Manifest) -> Manifest:
+def write_status(api: RawClient, obj: Manifest, status: Manifest) -> Manifest:
     return _patch(api, obj, {"status": status}, status=True)
 
 
-def write_finalizers(api: client.ApiClient, obj: Manifest, finalizers: list[str]) -> Manifest:
-    return _patch(api, obj, {"metadata": {"finalizers": finalizers}}, status=False)
-
-
-def evict(api: client.ApiClient, namespace: str, name: str) -> bool:
+def evict(api: RawClient, namespace: str, name: str) -> bool:
     """Evict one pod; False when a PodDisruptionBudget refuses it for now (429)."""
-    body = client.V1Eviction(api_version="policy/v1", kind="Eviction",
-                             metadata=client.V1ObjectMeta(name=name, namespace=namespace))
+    body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
     try:
-        client.CoreV1Api(api).create_namespaced_pod_eviction(name, namespace, body, _request_timeout=_TIMEOUT)
-    except ApiException as exc:
-        if exc.status == 404:
-            return True  # already gone
-        if exc.status == 429:
-            return False
-        raise
+        api.json("POST", PODS.object_path(namespace, name, "eviction"), body=body, timeout=_TIMEOUT)
+    except APINotFoundError:
+        return True  # already gone
+    except APITooManyRequestsError:
+        return False
     return True
 
 
@@ -208,7 +184,7 @@ def _describe(placement: AllocPlacement) -> str:
 class AllocReconciler:
     """One reconcile per alloc at a time; placement one at a time across the cell."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: RawClient) -> None:
         self.api = api
         self.placement_lock = asyncio.Lock()
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -255,11 +231,7 @@ class AllocReconciler:
         if obj is None:
             return
         if obj["metadata"].get("deletionTimestamp"):
-            await self.release(obj)
-            return
-        finalizers = list(obj["metadata"].get("finalizers") or [])
-        if FINALIZER not in finalizers:
-            obj = await asyncio.to_thread(write_finalizers, self.api, obj, [*finalizers, FINALIZER])
+            return  # kopf's deletion handler (release) has it from here
         alloc = _parse(obj)
         generation = obj["metadata"].get("generation")
         if isinstance(alloc, str):
@@ -342,13 +314,14 @@ class AllocReconciler:
                                 alloc_status(alloc, placement, members, obj["metadata"].get("generation")))
         self._again.add(key)
 
-    async def release(self, obj: Manifest) -> None:
-        """A5: release the reservation, evict the bound members, then let the Alloc go."""
+    async def release(self, key: str) -> bool:
+        """A5: release the reservation and evict the bound members; True once none is left (the
+        finalizer may go), False while members still hold it (kopf retries)."""
+        namespace, name = _split(key)
+        obj = await asyncio.to_thread(get_alloc, self.api, namespace, name)
+        if obj is None:
+            return True
         meta = obj["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        key = _key(namespace, name)
-        if FINALIZER not in (meta.get("finalizers") or []):
-            return
         members = await asyncio.to_thread(list_members, self.api, namespace, name)
         holding = [p["metadata"]["name"] for p in members
                    if (p.get("spec") or {}).get("nodeName") and not p["metadata"].get("deletionTimestamp")]
@@ -366,10 +339,9 @@ class AllocReconciler:
         if holding:
             log.info("Alloc %s deleted: evicted %d member pod(s)%s", key, len(holding) - len(blocked),
                      f", {len(blocked)} refused by a PodDisruptionBudget" if blocked else "")
-            return  # the evicted pods' events (or the sweep, for refused ones) bring us back
-        finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
-        await asyncio.to_thread(write_finalizers, self.api, obj, finalizers)
+            return False
         log.info("Alloc %s deleted: reservation released, no member left", key)
+        return True
 
 
 def unsettled(obj: Mapping[str, Any]) -> bool:
@@ -386,56 +358,57 @@ def unsettled(obj: Mapping[str, Any]) -> bool:
 
 # --- kopf wiring ---------------------------------------------------------------------------------
 
-_reconciler: AllocReconciler | None = None
-_sweeper: asyncio.Task[None] | None = None
+MEMO_KEY = "alloc_reconciler"
 
 
 def reconciler(memo: kopf.Memo) -> AllocReconciler:
-    global _reconciler
-    if _reconciler is None:
-        _reconciler = AllocReconciler(memo["api"])
-    return _reconciler
+    """The operator's one reconciler (its runs, its placement lock), kept in kopf's memo."""
+    rec: AllocReconciler = memo[MEMO_KEY]
+    return rec
 
 
-async def sweep(rec: AllocReconciler, interval: float = SWEEP_INTERVAL) -> None:
-    """Retry unsettled allocs every interval, and every alloc now and then (level-triggered)."""
-    rounds = 0
-    while True:
-        await asyncio.sleep(interval)
-        rounds += 1
-        try:
-            allocs = await asyncio.to_thread(list_allocs, rec.api)
-        except Exception as exc:
-            log.warning("cannot list Allocs for the sweep: %s", str(exc).splitlines()[0] if str(exc) else exc)
-            continue
-        for obj in allocs:
-            if rounds % FULL_SWEEP_EVERY == 0 or unsettled(obj):
-                rec.request(_key(obj["metadata"]["namespace"], obj["metadata"]["name"]))
+@kopf.on.startup(id="alloc-reconciler")
+async def start_reconciler(memo: kopf.Memo, **_: Any) -> None:
+    # Startup handlers run before any watch: every object's memo is a shallow copy of this operator
+    # memo, so all of them share this one reconciler and its cell-wide placement lock.
+    memo[MEMO_KEY] = AllocReconciler(memo["api"])
 
 
-@kopf.on.startup(id="alloc-sweep")
-async def start_sweep(memo: kopf.Memo, **_: Any) -> None:
-    global _sweeper
-    _sweeper = asyncio.create_task(sweep(reconciler(memo)), name="alloc sweep")
+@kopf.on.cleanup(id="alloc-reconciler-idle")
+async def stop_reconciler(memo: kopf.Memo, **_: Any) -> None:
+    await reconciler(memo).idle()
 
 
-@kopf.on.cleanup(id="alloc-sweep-stop")
-async def stop_sweep(**_: Any) -> None:
-    if _sweeper is not None:
-        _sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await _sweeper
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL, id="alloc-reconcile")
+@kopf.on.event(*ALLOCS.selector, id="alloc-reconcile")
 async def on_alloc(name: str, namespace: str | None, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     if namespace and type != "DELETED":
         reconciler(memo).request(_key(namespace, name))
 
 
-@kopf.on.event("v1", "pods", labels={ALLOC_LABEL: kopf.PRESENT}, id="alloc-members")
+@kopf.timer(*ALLOCS.selector, interval=SWEEP_INTERVAL, id="alloc-retry")
+async def retry_unsettled(name: str, namespace: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A6: an alloc not (fully) reserved is tried again every SWEEP_INTERVAL."""
+    if namespace and unsettled(body):
+        reconciler(memo).request(_key(namespace, name))
+
+
+@kopf.timer(*ALLOCS.selector, interval=SWEEP_INTERVAL * FULL_SWEEP_EVERY, id="alloc-resync")
+async def resync(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Every alloc now and then, settled or not (a vanished node, a missed event)."""
+    if namespace:
+        reconciler(memo).request(_key(namespace, name))
+
+
+@kopf.on.delete(*ALLOCS.selector, id="alloc-release", backoff=RELEASE_RETRY)
+async def on_delete(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A5: kopf keeps its finalizer on the Alloc until this returns without an error."""
+    if namespace and not await reconciler(memo).release(_key(namespace, name)):
+        raise kopf.TemporaryError("member pods still hold the reservation", delay=RELEASE_RETRY)
+
+
+@kopf.on.event(*PODS.selector, labels={ALLOC_LABEL: kopf.PRESENT}, id="alloc-members")
 async def on_member(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    """A member came, moved or went: its alloc's status.instances[].used (and, if deleting, A5)."""
+    """A member came, moved or went: its alloc's status.instances[].used."""
     alloc = labels.get(ALLOC_LABEL)
     if namespace and alloc:
         reconciler(memo).request(_key(namespace, alloc))
