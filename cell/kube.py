@@ -16,14 +16,17 @@ from cell import upstream
 from cell.errors import CellError
 from cell.settings import settings
 from cell.state import CellPaths, load_record
+from scheduler_ext.kube import client as kube_client
+from scheduler_ext.kube.errors import APIError
 
 
 def api_client(kubeconfig: Path) -> client.ApiClient:
-    """An API client for a kubeconfig file, or a one-line CellError if it is missing or broken."""
+    """An API client for a kubeconfig file (scheduler_ext.kube's loader, which the extensions use too),
+    or a one-line CellError if it is missing or broken."""
     if not Path(kubeconfig).is_file():
         raise CellError(f"kubeconfig not found: {kubeconfig} (is the cell up? run `cell up`)")
     try:
-        return config.new_client_from_config(config_file=str(kubeconfig))
+        return kube_client.api_client(Path(kubeconfig))
     except (config.ConfigException, yaml.YAMLError, KeyError, TypeError) as exc:
         raise CellError(f"kubeconfig {kubeconfig} is unusable: {exc}") from exc
 
@@ -66,7 +69,9 @@ def _root_cause(exc: BaseException) -> str:
 
 
 def api_message(exc: Exception) -> str:
-    """The API server's own one-line message from an ApiException (or the exception's first line)."""
+    """The API server's own one-line message from an APIError or ApiException (or the exception's first line)."""
+    if isinstance(exc, APIError) and exc.message:
+        return exc.message.splitlines()[0]
     body = getattr(exc, "body", None)
     if body:
         try:

@@ -27,6 +27,10 @@ from cell.names import MANAGED_LABEL, STUDENT_GROUP, STUDENT_LABEL, STUDENT_ROLE
 from cell.pki import CertificateAuthority
 from cell.state import CellPaths
 from cell.wait import wait_until
+from scheduler_ext.kube.client import RawClient
+from scheduler_ext.kube.dynamic import Objects
+from scheduler_ext.kube.errors import APIError, APINotFoundError
+from scheduler_ext.kube.names import BANDQUOTAS
 from scheduler_ext.policy.bands import Band
 from scheduler_ext.policy.quota import (
     DEFAULT_STUDENT_BANDS,
@@ -40,7 +44,6 @@ from scheduler_ext.policy.resources import ZERO, Resources
 
 QUOTA_NAME = "quota"
 FIELD_MANAGER = "cell-students"
-CELL_GROUP, CELL_VERSION = "cell.distos.dev", "v1alpha1"
 
 
 # --- what a student is ---------------------------------------------------------------------------
@@ -194,7 +197,7 @@ def namespace_manifest(name: str) -> dict[str, Any]:
 
 
 def band_quota_manifest(spec: StudentSpec) -> dict[str, Any]:
-    return {"apiVersion": f"{CELL_GROUP}/{CELL_VERSION}", "kind": "BandQuota",
+    return {"apiVersion": BANDQUOTAS.api_version, "kind": BANDQUOTAS.kind,
             "metadata": {"name": QUOTA_NAME, "namespace": spec.name, "labels": {STUDENT_LABEL: spec.name}},
             "spec": {"bands": spec.bands}}
 
@@ -215,11 +218,10 @@ def _connect(paths: CellPaths) -> client.ApiClient:
 
 def _existing_quotas(api: client.ApiClient) -> list[tuple[BandQuota, dict[str, Any]]]:
     try:
-        listing = client.CustomObjectsApi(api).list_cluster_custom_object(CELL_GROUP, CELL_VERSION, "bandquotas",
-                                                                          _request_timeout=15)
-    except ApiException as exc:
-        if exc.status == 404:
-            raise CellError("the cell has no BandQuota CRD (cluster/base is not applied; run `cell up`)") from None
+        listing = RawClient(api).get(BANDQUOTAS.path, timeout=15)
+    except APINotFoundError:
+        raise CellError("the cell has no BandQuota CRD (cluster/base is not applied; run `cell up`)") from None
+    except APIError as exc:
         raise CellError(f"cannot list BandQuotas: {api_message(exc)}") from None
     items: list[dict[str, Any]] = listing.get("items", []) if isinstance(listing, dict) else []
     return [(band_quota_of(item)[0], item) for item in items]
@@ -244,23 +246,6 @@ def check_prod_quota(specs: list[StudentSpec], existing: list[BandQuota], capaci
         if not decision.allowed:
             raise CellError(f"student {spec.name}: {decision.message}; nobody was added")
         others[(spec.name, QUOTA_NAME)] = new
-
-
-def _apply(api: client.ApiClient, manifest: dict[str, Any]) -> None:
-    """Server-side apply of one manifest (Namespace, BandQuota or RoleBinding), idempotent."""
-    common: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force": True,
-                              "_content_type": "application/apply-patch+yaml", "_request_timeout": 30}
-    kind, metadata = manifest["kind"], manifest["metadata"]
-    if kind == "Namespace":
-        client.CoreV1Api(api).patch_namespace(metadata["name"], manifest, **common)
-    elif kind == "BandQuota":
-        client.CustomObjectsApi(api).patch_namespaced_custom_object(
-            CELL_GROUP, CELL_VERSION, metadata["namespace"], "bandquotas", metadata["name"], manifest, **common)
-    elif kind == "RoleBinding":
-        client.RbacAuthorizationV1Api(api).patch_namespaced_role_binding(
-            metadata["name"], metadata["namespace"], manifest, **common)
-    else:
-        raise ValueError(f"unexpected kind {kind}")
 
 
 def _namespaces(api: client.ApiClient) -> dict[str, Any]:
@@ -294,13 +279,15 @@ def add_students(specs: list[StudentSpec], paths: CellPaths, console: Console | 
 
     created: list[str] = []
     written: list[Path] = []
+    objects = Objects(api)
     try:
         for spec in specs:
             if spec.name not in namespaces:
                 created.append(spec.name)
-            _apply(api, namespace_manifest(spec.name))
-            _apply(api, band_quota_manifest(spec))
-            _apply(api, role_binding_manifest(spec.name))
+            # Server-side apply with one field manager: adding a student again changes nothing.
+            for manifest in (namespace_manifest(spec.name), band_quota_manifest(spec),
+                             role_binding_manifest(spec.name)):
+                objects.apply(manifest, FIELD_MANAGER)
             cert, key = ca.issue_client_cert(spec.name, [STUDENT_GROUP])
             path = write_kubeconfig(kubeconfig_of(paths, spec.name), server, ca.cert_pem, cert, key,
                                     user=spec.name, namespace=spec.name)
@@ -308,7 +295,7 @@ def add_students(specs: list[StudentSpec], paths: CellPaths, console: Console | 
             _wait_service_account(api, spec.name)
             console.print(f"student {spec.name}: namespace, BandQuota {spec.name}/{QUOTA_NAME}, RBAC, kubeconfig",
                           highlight=False)
-    except (ApiException, OSError) as exc:
+    except (APIError, ApiException, OSError) as exc:
         _undo(api, created, [p for p in written if p.stem in created])
         raise CellError(f"adding student {spec.name} failed: {api_message(exc)}; "
                         + ("removed what this run created" if created else "nothing new was created")) from None

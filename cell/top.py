@@ -6,54 +6,46 @@ plain API dicts and hands them to the policy's `from_manifest` converters, so no
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from rich.console import Console
 from rich.table import Table
 
 from cell.errors import CellError
 from cell.kube import api_client
+from scheduler_ext.kube.client import RawClient
+from scheduler_ext.kube.errors import APIError, APINotFoundError
+from scheduler_ext.kube.names import ALLOCS, NODES, PODS
 from scheduler_ext.policy.model import CellSnapshot
 from scheduler_ext.policy.resources import Resources, format_cpu, format_memory
 from scheduler_ext.policy.usage import CellUsage, cell_usage
 
-ALLOC_GROUP, ALLOC_VERSION, ALLOC_PLURAL = "cell.distos.dev", "v1alpha1", "allocs"
+Manifest = dict[str, Any]
 
 
-def _items(response: Any) -> list[dict[str, Any]]:
-    try:
-        return list(json.loads(response.data).get("items") or [])
-    finally:
-        response.release_conn()
-
-
-def list_objects(api: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+def list_objects(api: client.ApiClient) -> tuple[list[Manifest], list[Manifest], list[Manifest]]:
     """Nodes, active pods and Allocs as plain API dicts (no Alloc CRD: no allocs)."""
-    core = client.CoreV1Api(api)
+    raw = RawClient(api)
     try:
-        nodes = _items(core.list_node(_preload_content=False, _request_timeout=30))
-        pods = _items(core.list_pod_for_all_namespaces(
-            field_selector="status.phase!=Succeeded,status.phase!=Failed", _preload_content=False,
-            _request_timeout=30))
-    except ApiException as exc:
+        nodes = raw.get(NODES.path, timeout=30)["items"] or []
+        pods = raw.get(PODS.path, [("fieldSelector", "status.phase!=Succeeded,status.phase!=Failed")],
+                       timeout=30)["items"] or []
+    except APIError as exc:
         raise CellError(f"cannot list nodes and pods: {exc.status} {exc.reason}") from None
     except Exception as exc:  # connection refused, TLS, DNS: the cell is not reachable
         raise CellError(f"cluster unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     try:
-        allocs = _items(client.CustomObjectsApi(api).list_cluster_custom_object(
-            ALLOC_GROUP, ALLOC_VERSION, ALLOC_PLURAL, _preload_content=False, _request_timeout=30))
-    except ApiException as exc:
-        if exc.status != 404:
-            raise CellError(f"cannot list allocs: {exc.status} {exc.reason}") from None
+        allocs = raw.get(ALLOCS.path, timeout=30)["items"] or []
+    except APINotFoundError:
         allocs = []
+    except APIError as exc:
+        raise CellError(f"cannot list allocs: {exc.status} {exc.reason}") from None
     return nodes, pods, allocs
 
 
-def load_snapshot(api: Any) -> CellSnapshot:
+def load_snapshot(api: client.ApiClient) -> CellSnapshot:
     """The policy's snapshot of the cell as the API has it now."""
     nodes, pods, allocs = list_objects(api)
     try:

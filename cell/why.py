@@ -14,8 +14,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from rich.console import Console
 from rich.table import Table
 
@@ -23,6 +21,9 @@ from cell.errors import CellError
 from cell.kube import api_client
 from cell.state import CellPaths
 from cell.top import load_snapshot
+from scheduler_ext.kube.client import RawClient
+from scheduler_ext.kube.errors import APIError, APINotFoundError
+from scheduler_ext.kube.names import PODS
 from scheduler_ext.policy.model import CellSnapshot, PodInfo
 from scheduler_ext.policy.why import WhyRecord, explain
 
@@ -88,12 +89,10 @@ def why(namespace: str, pod: str, kubeconfig: Path, state_dir: Path | None = Non
     console = console or Console()
     api = api_client(kubeconfig)
     try:
-        response: Any = client.CoreV1Api(api).read_namespaced_pod(pod, namespace, _preload_content=False,
-                                                                   _request_timeout=30)
-        manifest = json.loads(response.data)
-    except ApiException as exc:
-        if exc.status == 404:
-            raise CellError(f"pod {namespace}/{pod} not found") from None
+        manifest = RawClient(api).get(PODS.object_path(namespace, pod), timeout=30)
+    except APINotFoundError:
+        raise CellError(f"pod {namespace}/{pod} not found") from None
+    except APIError as exc:
         raise CellError(f"cannot read pod {namespace}/{pod}: {exc.status} {exc.reason}") from None
     except Exception as exc:
         raise CellError(f"cluster unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None

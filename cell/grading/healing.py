@@ -4,6 +4,7 @@ replacement (self-healing), for every student at once.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Sequence
@@ -13,16 +14,11 @@ from dataclasses import dataclass
 from kubernetes.client import ApiClient
 
 from cell.experiences import Student
-from cell.grading.view import (
-    ClusterView,
-    GradingError,
-    is_ready,
-    owned_by_deployment,
-    path_of,
-    ready_endpoints,
-    request,
-)
+from cell.grading.view import REQUEST_TIMEOUT, ClusterView, GradingError, is_ready, owned_by_deployment, ready_endpoints
 from cell.wait import wait_until
+from scheduler_ext.kube.client import RawClient
+from scheduler_ext.kube.errors import APIConflictError, APIError, APINotFoundError
+from scheduler_ext.kube.names import PODS
 
 SELF_HEALING_TIMEOUT = 60.0
 
@@ -60,11 +56,12 @@ def check_self_healing(api: ApiClient, namespace: str, deployment: str, selector
                         if victim_ip in ips}
     known = {p["metadata"]["uid"] for p in pods}
     victim = ready[0]["metadata"]
-    status, data = request(api, "DELETE", path_of("Pod", namespace, victim["name"]),
-                            body={"preconditions": {"uid": victim["uid"]}})
-    if status not in (200, 202, 404, 409):
-        message = data.get("message", "") if isinstance(data, dict) else ""
-        raise GradingError(f"could not delete pod {victim['name']}: {status} {message}".strip())
+    try:  # gone already (404) or replaced under the same name (409): the wait below decides
+        with contextlib.suppress(APINotFoundError, APIConflictError):
+            RawClient(api).json("DELETE", PODS.object_path(namespace, victim["name"]),
+                                body={"preconditions": {"uid": victim["uid"]}}, timeout=REQUEST_TIMEOUT)
+    except APIError as exc:
+        raise GradingError(f"could not delete pod {victim['name']}: {exc.status} {exc.message}".strip()) from None
     deadline = started + timeout
 
     def replacement() -> str | None:

@@ -4,33 +4,39 @@ and small helpers for reading the objects the way students write them.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kubernetes.client import ApiClient
 
+from scheduler_ext.kube.client import Query, RawClient, Timeout
+from scheduler_ext.kube.errors import APIError
+from scheduler_ext.kube.names import (
+    ALLOCS,
+    BANDQUOTAS,
+    CRONJOBS,
+    DEPLOYMENTS,
+    JOBS,
+    NODES,
+    PODS,
+    REPLICASETS,
+    STATEFULSETS,
+    Resource,
+)
 from scheduler_ext.policy.resources import Resources
 
-_REQUEST_TIMEOUT = (5, 20)  # (connect, read) seconds for every API call a check makes
+REQUEST_TIMEOUT: Timeout = (5, 20)  # (connect, read) seconds for every API call a check makes
 
-# kind -> (API path prefix, resource, namespaced). Plain JSON keeps checks close to the YAML students write.
-RESOURCES: dict[str, tuple[str, str, bool]] = {
-    "Pod": ("/api/v1", "pods", True),
-    "Service": ("/api/v1", "services", True),
-    "ConfigMap": ("/api/v1", "configmaps", True),
-    "Event": ("/api/v1", "events", True),
-    "Node": ("/api/v1", "nodes", False),
-    "Deployment": ("/apis/apps/v1", "deployments", True),
-    "ReplicaSet": ("/apis/apps/v1", "replicasets", True),
-    "StatefulSet": ("/apis/apps/v1", "statefulsets", True),
-    "Job": ("/apis/batch/v1", "jobs", True),
-    "CronJob": ("/apis/batch/v1", "cronjobs", True),
-    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
-    "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices", True),
-    "Alloc": ("/apis/cell.distos.dev/v1alpha1", "allocs", True),
-    "BandQuota": ("/apis/cell.distos.dev/v1alpha1", "bandquotas", True),
-}
+# The kinds a check may read, with their coordinates. Plain JSON keeps checks close to the YAML
+# students write.
+KINDS: dict[str, Resource] = {resource.kind: resource for resource in (
+    PODS, NODES, DEPLOYMENTS, REPLICASETS, STATEFULSETS, JOBS, CRONJOBS, ALLOCS, BANDQUOTAS,
+    Resource("", "v1", "services", "Service"),
+    Resource("", "v1", "configmaps", "ConfigMap"),
+    Resource("", "v1", "events", "Event"),
+    Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+    Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
+)}
 
 
 Objects = list[dict[str, Any]]  # (ClusterView.list shadows the builtin inside the class)
@@ -40,52 +46,30 @@ class GradingError(Exception):
     """The grader could not read what it needed (not the student's fault)."""
 
 
-def request(api: ApiClient, method: str, path: str, query: Sequence[tuple[str, str]] = (),
-             body: Any = None) -> tuple[int, Any]:
-    headers = {"Accept": "application/json"}
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    verb, url, header_params, payload, _ = api.param_serialize(
-        method, path, query_params=list(query) or None, header_params=headers, body=body,
-        auth_settings=["BearerToken"])
-    response = api.call_api(verb, url, header_params=header_params, body=payload,
-                            _request_timeout=_REQUEST_TIMEOUT)
-    raw = response.read() or b""
+def resource_of(kind: str) -> Resource:
     try:
-        data = json.loads(raw) if raw else None
-    except ValueError:  # e.g. "404 page not found" for a kind the cell does not serve
-        data = {"message": raw.decode(errors="replace").strip()}
-    return response.status, data
-
-
-def path_of(kind: str, namespace: str | None, name: str | None = None) -> str:
-    try:
-        prefix, resource, namespaced = RESOURCES[kind]
+        return KINDS[kind]
     except KeyError:
-        raise GradingError(f"the grader cannot read kind {kind!r}; known: {', '.join(RESOURCES)}") from None
-    path = f"{prefix}/namespaces/{namespace}/{resource}" if namespaced else f"{prefix}/{resource}"
-    return f"{path}/{name}" if name else path
+        raise GradingError(f"the grader cannot read kind {kind!r}; known: {', '.join(KINDS)}") from None
 
 
 class ClusterView:
     """A read-only view of one student's namespace (and the nodes): all a grading check may look at."""
 
     def __init__(self, api: ApiClient, namespace: str) -> None:
-        self._api = api
+        self._raw = RawClient(api)
         self.namespace = namespace
 
-    def _get(self, path: str, query: Sequence[tuple[str, str]] = ()) -> dict[str, Any] | None:
-        status, data = request(self._api, "GET", path, query)
-        if status == 404:
-            return None
-        if not 200 <= status < 300:
-            message = (data or {}).get("message", "") if isinstance(data, dict) else ""
-            raise GradingError(f"GET {path} answered {status} {message}".strip())
-        return data
+    def _get(self, path: str, query: Query = ()) -> dict[str, Any] | None:
+        try:
+            data = self._raw.get_or_none(path, query, timeout=REQUEST_TIMEOUT)
+        except APIError as exc:
+            raise GradingError(f"GET {path} answered {exc.status} {exc.message}".strip()) from None
+        return dict(data) if isinstance(data, dict) else None
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
         """The object as the API serves it, or None if it does not exist."""
-        return self._get(path_of(kind, self.namespace, name))
+        return self._get(resource_of(kind).object_path(self.namespace, name))
 
     def require(self, kind: str, name: str) -> dict[str, Any]:
         """The object, or a failed check telling the student it is missing."""
@@ -95,11 +79,11 @@ class ClusterView:
 
     def list(self, kind: str, selector: str | None = None) -> Objects:
         """Objects of kind (in the namespace, or cluster-wide for nodes), sorted by name."""
+        resource = resource_of(kind)
         query = [("labelSelector", selector)] if selector else []
-        data = self._get(path_of(kind, self.namespace), query)
+        data = self._get(resource.object_path(self.namespace), query)
         # Items of a list carry no kind/apiVersion; add them so each reads like a single GET.
-        api_version = RESOURCES[kind][0].removeprefix("/api/").removeprefix("/apis/")
-        items = [{"kind": kind, "apiVersion": api_version, **item} for item in (data or {}).get("items") or []]
+        items = [{"kind": kind, "apiVersion": resource.api_version, **item} for item in (data or {}).get("items") or []]
         return sorted(items, key=lambda o: o["metadata"]["name"])
 
     def pods(self, selector: str | None = None) -> Objects:

@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -28,6 +29,10 @@ from cell.localcell.supervisor import LocalCell, tail
 from cell.pki import CertificateAuthority, write_service_account_keys
 from cell.settings import settings
 from cell.state import CellPaths, CellRecord, free_ports
+from scheduler_ext.kube.dynamic import Objects
+from scheduler_ext.kube.errors import APIError
+
+FIELD_MANAGER = "cell"
 
 
 class NodeAgent(Protocol):
@@ -134,22 +139,23 @@ def _write_scheduler_config(cell: LocalCell) -> None:
         cell.paths.extender_url_file.write_text(extender_url + "\n")
 
 
-def _kubectl_apply(cell: LocalCell, *args: str, stdin: str | None = None) -> None:
-    """Server-side apply with kubectl: kustomize directories and YAML streams as they are written."""
-    cmd = [str(cell.kubectl), f"--kubeconfig={cell.paths.kubeconfig}", "apply", "--server-side",
-           "--force-conflicts", *args]
-    result = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120)
-    if result.returncode != 0:
-        raise CellError(f"kubectl apply {' '.join(args)} failed: {result.stderr.strip().splitlines()[-1:]}")
-
-
 def apply_base(cell: LocalCell) -> None:
-    _kubectl_apply(cell, "-k", str(topology.CLUSTER_DIR / "base"))
+    """cluster/base, a kustomization: kubectl renders it (kustomize) and applies it server-side."""
+    base = topology.CLUSTER_DIR / "base"
+    cmd = [str(cell.kubectl), f"--kubeconfig={cell.paths.kubeconfig}", "apply", "--server-side",
+           "--force-conflicts", "-k", str(base)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise CellError(f"kubectl apply -k {base} failed: {result.stderr.strip().splitlines()[-1:]}")
 
 
 def register_webhook(cell: LocalCell) -> None:
     ca_bundle = base64.b64encode((cell.paths.pki_dir / "ca.crt").read_bytes()).decode()
-    _kubectl_apply(cell, "-f", "-", stdin=topology.webhook_registration(cell.record, ca_bundle))
+    manifest = yaml.safe_load(topology.webhook_registration(cell.record, ca_bundle))
+    try:
+        Objects(cell.api()).apply(manifest, FIELD_MANAGER)
+    except APIError as exc:
+        raise CellError(f"registering the quota webhook failed: {exc}") from None
 
 
 def _start_all(cell: LocalCell, console: Console, nodes: int) -> None:

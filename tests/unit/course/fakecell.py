@@ -23,7 +23,7 @@ import yaml
 
 from cell.catalog import experiences_dir
 from cell.grading import ClusterView
-from cell.grading.view import RESOURCES
+from cell.grading.view import KINDS
 from cell.localcell.topology import kwok_node_manifest
 from scheduler_ext.policy.model import ALLOC_LABEL
 from scheduler_ext.policy.quota import DEFAULT_STUDENT_BANDS, admit_charge, band_quota_of, used_status
@@ -33,7 +33,7 @@ Manifest = dict[str, Any]
 ZONE = "topology.kubernetes.io/zone"
 EVICTION_REFUSED = ("Error from server (TooManyRequests): Cannot evict pod as it would violate the pod's "
                     "disruption budget.")
-_KINDS_BY_PATH = {(prefix, resource): kind for kind, (prefix, resource, _) in RESOURCES.items()}
+_KINDS_BY_PATH = {(resource.prefix, resource.plural): kind for kind, resource in KINDS.items()}
 
 
 class FakeResponse:
