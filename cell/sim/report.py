@@ -187,6 +187,7 @@ def idle_reserved_cpu(node: NodeUsage) -> int:
 
 def write_chart(usage: CellUsage, path: Path) -> Path:
     """Two panels: the cell's cpu and memory committed per band; each node's cpu by band, busiest first."""
+    # matplotlib is heavy (about a second): only a run that draws the chart imports it.
     import matplotlib
 
     matplotlib.use("Agg")
