@@ -3,6 +3,7 @@
     cell sim --cell SNAPSHOT|live --workload FILE [--out DIR] [--seed N]     (same as `cell sim run`)
     cell sim generate --machines N --tasks N [--seed N] [--out DIR]
     cell sim checkpoint --out FILE                                            (save the live cell)
+    cell sim omega [--t-job-service 0.1,1,10,30,100] [--out DIR]              (Omega's shared state)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.console import Console
 from cell.errors import CellError
 from cell.sim.engine import ENOUGH_FEASIBLE, SimOptions, SimResult, simulate
 from cell.sim.generate import cell_capacity, demand, generate
+from cell.sim.omega import DecisionTime, OmegaOptions
 from cell.sim.report import render, summary, write_outputs
 from cell.sim.snapshot import SimCell, checkpoint_documents, load_live, load_snapshot_file
 from cell.sim.workload import load_workload
@@ -82,7 +84,7 @@ def run_simulation(cell: str, workload: Path, out: Path, seed: int = 0, enough_f
 def _require(cell: str | None, workload: Path | None) -> tuple[str, Path]:
     missing = [flag for flag, value in (("--cell SNAPSHOT|live", cell), ("--workload FILE", workload)) if not value]
     if missing:
-        raise CellError(f"cell sim needs {' and '.join(missing)} (or a subcommand: run, generate, checkpoint; "
+        raise CellError(f"cell sim needs {' and '.join(missing)} (or a subcommand: run, generate, checkpoint, omega; "
                         "see cell sim --help)")
     assert cell is not None and workload is not None
     return cell, workload
@@ -170,3 +172,80 @@ def checkpoint_cmd(
         raise CellError(f"cannot write {out}: {exc.strerror or exc}") from None
     console.print(f"{out}: {len(cell.nodes)} node(s), {len(document['items']) - len(cell.nodes)} other object(s)",
                   highlight=False, soft_wrap=True)
+
+
+def _floats(text: str, flag: str, positive: bool = True) -> tuple[float, ...]:
+    """"0.1,1,10" -> (0.1, 1.0, 10.0), or a one-line CellError naming the flag."""
+    if not text.strip():
+        return ()
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise CellError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+    if any(v < 0 or (positive and v == 0) or v != v or v == float("inf") for v in values):
+        raise CellError(f"{flag}: every value must be a {'positive' if positive else 'non-negative'} number, "
+                        f"got {text!r}")
+    return values
+
+
+@sim_app.command("omega")
+def omega_cmd(
+    t_job_service: Annotated[str, typer.Option(
+        "--t-job-service", help="Service scheduler's per-job decision times to sweep, seconds (comma-separated).")]
+        = "0.1,1,10,30,100",
+    t_task_service: Annotated[float, typer.Option("--t-task-service", min=0, help="Service: seconds per task.")]
+        = 0.005,
+    t_job_batch: Annotated[float, typer.Option("--t-job-batch", min=0, help="Batch: seconds per job.")] = 0.1,
+    t_task_batch: Annotated[float, typer.Option("--t-task-batch", min=0, help="Batch: seconds per task.")] = 0.005,
+    variants: Annotated[str, typer.Option(
+        "--variants", help="Shared-state variants CONFLICTS/COMMIT (fine|coarse / incremental|gang), "
+                           "comma-separated; the first is the one compared with monolithic.")]
+        = "fine/incremental,coarse/incremental,fine/gang,coarse/gang",
+    loads: Annotated[str, typer.Option(
+        "--loads", help="Batch arrival rates (x default) for the conflicts-vs-load chart; '' skips it.")]
+        = "0.5,1,1.5,2",
+    load_t_job: Annotated[float, typer.Option("--load-t-job", min=0, help="t_job(service) of the load runs.")]
+        = 10.0,
+    machines: Annotated[int, typer.Option("--machines", min=1, max=10_000, help="Machines in the cell.")] = 50,
+    hours: Annotated[float, typer.Option("--hours", min=0.01, max=48, help="Simulated hours per run.")] = 1.0,
+    batch_schedulers: Annotated[int, typer.Option(
+        "--batch-schedulers", min=1, max=32, help="Parallel batch schedulers (jobs dealt round-robin).")] = 1,
+    enough_feasible: Annotated[int, typer.Option(
+        "--enough-feasible", min=0, help="Relaxed randomization: machines examined after N feasible (0: all).")]
+        = 10,
+    seed: SeedOption = 0,
+    out: Annotated[Path, typer.Option("--out", help="Directory for omega.csv, omega-summary.json and the charts.")]
+        = Path("sim-omega"),
+    as_json: JsonOption = False,
+) -> None:
+    """Omega (EuroSys 2013): monolithic vs shared-state scheduling with optimistic concurrency, over
+    t_job(service): wait time, busyness, conflict fraction, work redone (simulated time, deterministic)."""
+    from cell.sim.omega_report import DEFAULT_LOAD_T_JOB, Sweep, parse_variant, render, write_outputs
+
+    t_jobs = _floats(t_job_service, "--t-job-service", positive=False)
+    load_values = _floats(loads, "--loads")
+    try:
+        chosen = tuple(parse_variant(v) for v in variants.split(",") if v.strip())
+    except ValueError as exc:
+        raise CellError(f"--variants: {exc}") from None
+    if not t_jobs and not load_values:
+        raise CellError("nothing to run: give --t-job-service values or --loads")
+    base = OmegaOptions(machines=machines, hours=hours, seed=seed, batch_schedulers=batch_schedulers,
+                        batch_time=DecisionTime(t_job_batch, t_task_batch),
+                        service_time=DecisionTime(1.0, t_task_service), enough_feasible=enough_feasible)
+    sweep = Sweep(base, t_jobs, chosen, load_values, load_t_job if load_t_job is not None else DEFAULT_LOAD_T_JOB)
+    quiet = as_json
+    sweep = sweep.run(lambda i, n, o: None if quiet else err_console.print(
+        f"[{i + 1}/{n}] {o.label()}, t_job(service) {o.service_time.t_job:g} s, load x{o.load:g}",
+        highlight=False))
+    try:
+        written = write_outputs(sweep, out)
+    except OSError as exc:
+        raise CellError(f"cannot write results to {out}: {exc.strerror or exc}") from None
+    if as_json:
+        from cell.sim.omega_report import summary as omega_summary
+
+        console.print_json(json.dumps(omega_summary(sweep)))
+    else:
+        render(sweep, console)
+        console.print(f"results: {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
