@@ -4,6 +4,7 @@
     cell sim generate --machines N --tasks N [--seed N] [--out DIR]
     cell sim checkpoint --out FILE                                            (save the live cell)
     cell sim omega [--t-job-service 0.1,1,10,30,100] [--out DIR]              (Omega's shared state)
+    cell sim compact [--experiment segregate|users|powers-of-two|buckets|all] (Borg §5's compaction)
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ def run_simulation(cell: str, workload: Path, out: Path, seed: int = 0, enough_f
 def _require(cell: str | None, workload: Path | None) -> tuple[str, Path]:
     missing = [flag for flag, value in (("--cell SNAPSHOT|live", cell), ("--workload FILE", workload)) if not value]
     if missing:
-        raise CellError(f"cell sim needs {' and '.join(missing)} (or a subcommand: run, generate, checkpoint, omega; "
-                        "see cell sim --help)")
+        raise CellError(f"cell sim needs {' and '.join(missing)} (or a subcommand: run, generate, checkpoint, "
+                        "omega, compact; see cell sim --help)")
     assert cell is not None and workload is not None
     return cell, workload
 
@@ -249,3 +250,93 @@ def omega_cmd(
     else:
         render(sweep, console)
         console.print(f"results: {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
+
+
+@sim_app.command("compact")
+def compact_cmd(
+    experiment: Annotated[list[str] | None, typer.Option(
+        "--experiment", "-e", help="Borg §5 experiment to run beside the plain compaction (repeatable): "
+                                   "segregate, users, powers-of-two, buckets, or all.")] = None,
+    machines: Annotated[int, typer.Option(
+        "--machines", min=1, max=2000, help="Machines of the generated cell that compaction shrinks.")] = 80,
+    tasks: Annotated[int, typer.Option("--tasks", min=1, max=20_000, help="Tasks of the generated workload.")] = 400,
+    teams: Annotated[int, typer.Option("--teams", min=1, max=100, help="Users (namespaces) of the workload.")] = 8,
+    jitter: Annotated[float, typer.Option(
+        "--jitter", min=0, max=2, help="Fine-grained requests: each job's cpu and memory scaled by e^U(-J,J) "
+                                       "(0: the generator's menu of sizes).")] = 0.3,
+    workload_seed: Annotated[int, typer.Option("--workload-seed", help="Seed of the generated workload.")] = 0,
+    cell: Annotated[Path | None, typer.Option(
+        "--cell", help="Instead of a generated cell: a snapshot file whose nodes are the machines (bound pods "
+                       "and quotas are ignored).")] = None,
+    workload: Annotated[Path | None, typer.Option("--workload", help="Instead of a generated workload.")] = None,
+    trials: Annotated[int, typer.Option("--trials", min=1, max=101, help="Random trials (Borg: 11).")] = 11,
+    users: Annotated[int, typer.Option("--users", min=1, max=50, help="`users`: the N largest get own cells.")]
+        = 3,
+    seed: SeedOption = 0,
+    out: Annotated[Path, typer.Option("--out", help="Directory for compact.csv, compact-summary.json and charts.")]
+        = Path("sim-compact"),
+    as_json: JsonOption = False,
+) -> None:
+    """Borg §5 (EuroSys 2015): shrink a cell until the workload no longer fits (90th percentile of the
+    trials), and what segregating prod, per-user cells, power-of-two and bucketed requests cost."""
+    from cell.sim.compact import (
+        EXPERIMENTS,
+        CompactOptions,
+        Fitter,
+        Pool,
+        compact,
+        fine_grained,
+        generated_pool,
+        run_experiment,
+    )
+    from cell.sim.compact_report import render as render_compact
+    from cell.sim.compact_report import summary as compact_summary
+    from cell.sim.compact_report import write_outputs as write_compact
+
+    chosen: list[str] = []
+    for name in experiment or []:
+        if name == "all":
+            chosen.extend(e for e in EXPERIMENTS if e not in chosen)
+        elif name not in EXPERIMENTS:
+            raise CellError(f"--experiment: unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}, all")
+        elif name not in chosen:
+            chosen.append(name)
+    if cell is not None:
+        start = load_snapshot_file(cell)
+        if not start.nodes:
+            raise CellError(f"{cell}: no machines (Node objects or kind: Cell machines) to compact")
+        pool = Pool(tuple(start.nodes))
+        source = f"{cell} ({len(pool.nodes)} machines)"
+    else:
+        pool = generated_pool(machines)
+        source = f"generated cell of {machines} machines"
+    if workload is not None:
+        load = load_workload(workload)
+        what = str(workload)
+    else:
+        _, load = generate(machines, tasks, workload_seed, teams)
+        what = f"generated workload of {tasks} tasks, {teams} users, seed {workload_seed}"
+    load = fine_grained(load, jitter, workload_seed)
+    options = CompactOptions(trials=trials, seed=seed, users=users)
+    fitter = Fitter()
+    if not as_json:
+        err_console.print(f"compacting {what} (jitter {jitter:g}) from a {source}, {trials} trials",
+                          highlight=False, soft_wrap=True)
+    baseline = compact(pool, load, "one shared cell", trials, seed, fitter)
+    results = []
+    for name in chosen:
+        if not as_json:
+            err_console.print(f"experiment {name} ...", highlight=False)
+        results.append(run_experiment(name, pool, load, options, fitter, baseline))
+    meta = {"source": source, "workload": what, "jitter": jitter, "trials": trials, "seed": seed,
+            "simulations": fitter.simulations}
+    try:
+        written = write_compact(baseline, results, meta, out)
+    except OSError as exc:
+        raise CellError(f"cannot write results to {out}: {exc.strerror or exc}") from None
+    if as_json:
+        console.print_json(json.dumps(compact_summary(baseline, results, meta)))
+    else:
+        render_compact(baseline, results, console)
+        console.print(f"{fitter.simulations} Fauxmaster passes; results: {', '.join(str(p) for p in written)}",
+                      highlight=False, soft_wrap=True)
