@@ -73,7 +73,8 @@ def write_charts(baseline: Compaction, experiments: Sequence[Experiment], out: P
         ax.set_ylabel("machines after compaction")
         ax.set_title(e.question, fontsize=10)
         ax.set_xticks(list(trials))
-        ax.legend(fontsize=7, loc="lower right")
+        ax.set_ylim(0, max(max(baseline.sizes), max(bottom)) * 1.45)
+        ax.legend(fontsize=7, loc="upper left", ncol=2)
         fig.tight_layout()
         path = out / f"compact-{e.name}.png"
         fig.savefig(path, dpi=110)
