@@ -219,8 +219,10 @@ def omega_cmd(
         = Path("sim-omega"),
     as_json: JsonOption = False,
 ) -> None:
-    """Omega (EuroSys 2013): monolithic vs shared-state scheduling with optimistic concurrency, over
-    t_job(service): wait time, busyness, conflict fraction, work redone (simulated time, deterministic)."""
+    """Omega (EuroSys 2013): monolithic vs shared-state scheduling over t_job(service); CSV and charts.
+
+    Wait time, busyness, conflict fraction and work redone, in simulated time (deterministic per seed);
+    see docs/sim/omega.md."""
     from cell.sim.omega_report import DEFAULT_LOAD_T_JOB, Sweep, parse_variant, render, write_outputs
 
     t_jobs = _floats(t_job_service, "--t-job-service", positive=False)
@@ -277,18 +279,10 @@ def compact_cmd(
         = Path("sim-compact"),
     as_json: JsonOption = False,
 ) -> None:
-    """Borg §5 (EuroSys 2015): shrink a cell until the workload no longer fits (90th percentile of the
-    trials), and what segregating prod, per-user cells, power-of-two and bucketed requests cost."""
-    from cell.sim.compact import (
-        EXPERIMENTS,
-        CompactOptions,
-        Fitter,
-        Pool,
-        compact,
-        fine_grained,
-        generated_pool,
-        run_experiment,
-    )
+    """Borg §5 (EuroSys 2015): cell compaction and what segregation, own cells, rounding cost; CSV, charts.
+
+    Shrinks a cell until the workload no longer fits (90th percentile of the trials); see docs/sim/compact.md."""
+    from cell.sim.compact import EXPERIMENTS, CompactOptions, Pool, fine_grained, generated_pool, study
     from cell.sim.compact_report import render as render_compact
     from cell.sim.compact_report import summary as compact_summary
     from cell.sim.compact_report import write_outputs as write_compact
@@ -318,18 +312,14 @@ def compact_cmd(
         what = f"generated workload of {tasks} tasks, {teams} users, seed {workload_seed}"
     load = fine_grained(load, jitter, workload_seed)
     options = CompactOptions(trials=trials, seed=seed, users=users)
-    fitter = Fitter()
     if not as_json:
         err_console.print(f"compacting {what} (jitter {jitter:g}) from a {source}, {trials} trials",
                           highlight=False, soft_wrap=True)
-    baseline = compact(pool, load, "one shared cell", trials, seed, fitter)
-    results = []
-    for name in chosen:
-        if not as_json:
-            err_console.print(f"experiment {name} ...", highlight=False)
-        results.append(run_experiment(name, pool, load, options, fitter, baseline))
+    done = study(pool, load, chosen, options, lambda name: None if as_json else err_console.print(
+        f"experiment {name} ...", highlight=False))
+    baseline, results = done.baseline, list(done.experiments)
     meta = {"source": source, "workload": what, "jitter": jitter, "trials": trials, "seed": seed,
-            "simulations": fitter.simulations}
+            "simulations": done.simulations}
     try:
         written = write_compact(baseline, results, meta, out)
     except OSError as exc:
@@ -338,5 +328,5 @@ def compact_cmd(
         console.print_json(json.dumps(compact_summary(baseline, results, meta)))
     else:
         render_compact(baseline, results, console)
-        console.print(f"{fitter.simulations} Fauxmaster passes; results: {', '.join(str(p) for p in written)}",
+        console.print(f"{done.simulations} Fauxmaster passes; results: {', '.join(str(p) for p in written)}",
                       highlight=False, soft_wrap=True)

@@ -349,3 +349,36 @@ def experiment_summary(experiment: Experiment) -> dict[str, Any]:
             "alternativeP90": experiment.alternative_p90, "overheadPercent": round(experiment.overhead, 1),
             "perTrialOverheadPercent": [round(o, 1) for o in experiment.per_trial_overheads],
             "borg": experiment.borg}
+
+
+@dataclass(frozen=True)
+class Study:
+    """One `cell sim compact`: the plain compaction and the experiments asked for."""
+
+    baseline: Compaction
+    experiments: tuple[Experiment, ...]
+    simulations: int
+
+    def experiment(self, name: str) -> Experiment:
+        return next(e for e in self.experiments if e.name == name)
+
+
+def study(pool: Pool, load: Workload, experiments: Sequence[str], options: CompactOptions,
+          progress: Callable[[str], None] = lambda name: None) -> Study:
+    fitter = Fitter(options.enough_feasible)
+    baseline = compact(pool, load, "one shared cell", options.trials, options.seed, fitter)
+    results = []
+    for name in experiments:
+        progress(name)
+        results.append(run_experiment(name, pool, load, options, fitter, baseline))
+    return Study(baseline, tuple(results), fitter.simulations)
+
+
+def generated_study(machines: int, tasks: int, teams: int, jitter: float, workload_seed: int,
+                    experiments: Sequence[str], options: CompactOptions,
+                    progress: Callable[[str], None] = lambda name: None) -> Study:
+    """`cell sim compact --machines M --tasks T --teams U --jitter J --workload-seed W` (what exp5 grades)."""
+    from cell.sim.generate import generate
+
+    _, load = generate(machines, tasks, workload_seed, teams)
+    return study(generated_pool(machines), fine_grained(load, jitter, workload_seed), experiments, options, progress)
