@@ -408,12 +408,15 @@ class OmegaSimulation:
         options = self.options
         run, stats = plan.run, agent.stats
         agent.busy = False
-        outcome = self.cell.commit(plan.claims, plan.seen, options.conflicts, options.commit)
+        claims = plan.claims
+        if options.commit is Commit.GANG and len(claims) < plan.attempted:
+            claims = ()  # all-or-nothing: a job that does not fit whole in the snapshot claims nothing
+        outcome = self.cell.commit(claims, plan.seen, options.conflicts, options.commit)
         if options.check_invariants:
             self.cell.check()
-        if plan.claims:
+        if claims:
             stats.transactions += 1
-            stats.claims += len(plan.claims)
+            stats.claims += len(claims)
             if outcome.conflict:
                 stats.conflicted += 1
                 redone = len(outcome.conflicted) + len(outcome.discarded)

@@ -18,6 +18,7 @@ from cell.sim.omega import (
     Commit,
     Conflicts,
     DecisionTime,
+    OmegaJob,
     OmegaOptions,
     OmegaResult,
     OvercommitError,
@@ -173,3 +174,15 @@ def test_cell_sim_omega_bad_input_is_one_line(tmp_path: Path, args: list[str], m
     assert result.exit_code == 1
     assert message in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_gang_job_that_does_not_fit_whole_places_nothing() -> None:
+    tasks = tuple(PodInfo("batch", f"g-{i}", f"uid-g-{i}", 500_000, Resources(1000, 2**30), owner="batch/Job/g")
+                  for i in range(5))
+    jobs = [OmegaJob("batch/g", BATCH, 1.0, 600.0, tasks)]
+    options = replace(BASE, hours=0.05, max_attempts=3, check_invariants=True)
+    gang = simulate_omega(replace(options, commit=Commit.GANG), two_machines(), jobs)
+    incremental = simulate_omega(options, two_machines(), jobs)
+    assert (gang.tasks_placed, gang.kinds[BATCH].abandoned) == (0, 1)
+    assert gang.agent_for(BATCH).transactions == 0 and gang.agent_for(BATCH).no_room == 2
+    assert incremental.tasks_placed == 4  # two machines of 2 cpu
