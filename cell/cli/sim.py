@@ -3,6 +3,8 @@
     cell sim --cell SNAPSHOT|live --workload FILE [--out DIR] [--seed N]     (same as `cell sim run`)
     cell sim generate --machines N --tasks N [--seed N] [--out DIR]
     cell sim checkpoint --out FILE                                            (save the live cell)
+    cell sim omega [--t-job-service 0.1,1,10,30,100] [--out DIR]              (Omega's shared state)
+    cell sim compact [--experiment segregate|users|powers-of-two|buckets|all] (Borg §5's compaction)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from cell.cli.options import KubeconfigOption, StateDirOption
 from cell.errors import CellError
 from cell.sim.engine import ENOUGH_FEASIBLE, SimOptions, SimResult, simulate
 from cell.sim.generate import cell_capacity, demand, generate
+from cell.sim.omega import DecisionTime, OmegaOptions
 from cell.sim.report import render, summary, write_outputs
 from cell.sim.snapshot import SimCell, checkpoint_documents, load_live, load_snapshot_file
 from cell.sim.workload import load_workload
@@ -83,8 +86,8 @@ def run_simulation(cell: str, workload: Path, out: Path, seed: int = 0, enough_f
 def _require(cell: str | None, workload: Path | None) -> tuple[str, Path]:
     missing = [flag for flag, value in (("--cell SNAPSHOT|live", cell), ("--workload FILE", workload)) if not value]
     if missing:
-        raise CellError(f"cell sim needs {' and '.join(missing)} (or a subcommand: run, generate, checkpoint; "
-                        "see cell sim --help)")
+        raise CellError(f"cell sim needs {' and '.join(missing)} (or a subcommand: run, generate, checkpoint, "
+                        "omega, compact; see cell sim --help)")
     assert cell is not None and workload is not None
     return cell, workload
 
@@ -171,3 +174,160 @@ def checkpoint_cmd(
         raise CellError(f"cannot write {out}: {exc.strerror or exc}") from None
     console.print(f"{out}: {len(cell.nodes)} node(s), {len(document['items']) - len(cell.nodes)} other object(s)",
                   highlight=False, soft_wrap=True)
+
+
+def _floats(text: str, flag: str, positive: bool = True) -> tuple[float, ...]:
+    """"0.1,1,10" -> (0.1, 1.0, 10.0), or a one-line CellError naming the flag."""
+    if not text.strip():
+        return ()
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise CellError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+    if any(v < 0 or (positive and v == 0) or v != v or v == float("inf") for v in values):
+        raise CellError(f"{flag}: every value must be a {'positive' if positive else 'non-negative'} number, "
+                        f"got {text!r}")
+    return values
+
+
+@sim_app.command("omega")
+def omega_cmd(
+    t_job_service: Annotated[str, typer.Option(
+        "--t-job-service", help="Service scheduler's per-job decision times to sweep, seconds (comma-separated).")]
+        = "0.1,1,10,30,100",
+    t_task_service: Annotated[float, typer.Option("--t-task-service", min=0, help="Service: seconds per task.")]
+        = 0.005,
+    t_job_batch: Annotated[float, typer.Option("--t-job-batch", min=0, help="Batch: seconds per job.")] = 0.1,
+    t_task_batch: Annotated[float, typer.Option("--t-task-batch", min=0, help="Batch: seconds per task.")] = 0.005,
+    variants: Annotated[str, typer.Option(
+        "--variants", help="Shared-state variants CONFLICTS/COMMIT (fine|coarse / incremental|gang), "
+                           "comma-separated; the first is the one compared with monolithic.")]
+        = "fine/incremental,coarse/incremental,fine/gang,coarse/gang",
+    loads: Annotated[str, typer.Option(
+        "--loads", help="Batch arrival rates (x default) for the conflicts-vs-load chart; '' skips it.")]
+        = "0.5,1,1.5,2",
+    load_t_job: Annotated[float, typer.Option("--load-t-job", min=0, help="t_job(service) of the load runs.")]
+        = 10.0,
+    machines: Annotated[int, typer.Option("--machines", min=1, max=10_000, help="Machines in the cell.")] = 50,
+    hours: Annotated[float, typer.Option("--hours", min=0.01, max=48, help="Simulated hours per run.")] = 1.0,
+    batch_schedulers: Annotated[int, typer.Option(
+        "--batch-schedulers", min=1, max=32, help="Parallel batch schedulers (jobs dealt round-robin).")] = 1,
+    enough_feasible: Annotated[int, typer.Option(
+        "--enough-feasible", min=0, help="Relaxed randomization: machines examined after N feasible (0: all).")]
+        = 10,
+    seed: SeedOption = 0,
+    out: Annotated[Path, typer.Option("--out", help="Directory for omega.csv, omega-summary.json and the charts.")]
+        = Path("sim-omega"),
+    as_json: JsonOption = False,
+) -> None:
+    """Omega (EuroSys 2013): monolithic vs shared-state scheduling over t_job(service); CSV and charts.
+
+    Wait time, busyness, conflict fraction and work redone, in simulated time (deterministic per seed);
+    see docs/sim/omega.md."""
+    from cell.sim.omega_report import DEFAULT_LOAD_T_JOB, Sweep, parse_variant, render, write_outputs
+
+    t_jobs = _floats(t_job_service, "--t-job-service", positive=False)
+    load_values = _floats(loads, "--loads")
+    try:
+        chosen = tuple(parse_variant(v) for v in variants.split(",") if v.strip())
+    except ValueError as exc:
+        raise CellError(f"--variants: {exc}") from None
+    if not t_jobs and not load_values:
+        raise CellError("nothing to run: give --t-job-service values or --loads")
+    base = OmegaOptions(machines=machines, hours=hours, seed=seed, batch_schedulers=batch_schedulers,
+                        batch_time=DecisionTime(t_job_batch, t_task_batch),
+                        service_time=DecisionTime(1.0, t_task_service), enough_feasible=enough_feasible)
+    sweep = Sweep(base, t_jobs, chosen, load_values, load_t_job if load_t_job is not None else DEFAULT_LOAD_T_JOB)
+    quiet = as_json
+    sweep = sweep.run(lambda i, n, o: None if quiet else err_console.print(
+        f"[{i + 1}/{n}] {o.label()}, t_job(service) {o.service_time.t_job:g} s, load x{o.load:g}",
+        highlight=False))
+    try:
+        written = write_outputs(sweep, out)
+    except OSError as exc:
+        raise CellError(f"cannot write results to {out}: {exc.strerror or exc}") from None
+    if as_json:
+        from cell.sim.omega_report import summary as omega_summary
+
+        console.print_json(json.dumps(omega_summary(sweep)))
+    else:
+        render(sweep, console)
+        console.print(f"results: {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
+
+
+@sim_app.command("compact")
+def compact_cmd(
+    experiment: Annotated[list[str] | None, typer.Option(
+        "--experiment", "-e", help="Borg §5 experiment to run beside the plain compaction (repeatable): "
+                                   "segregate, users, powers-of-two, buckets, or all.")] = None,
+    machines: Annotated[int, typer.Option(
+        "--machines", min=1, max=2000, help="Machines of the generated cell that compaction shrinks.")] = 80,
+    tasks: Annotated[int, typer.Option("--tasks", min=1, max=20_000, help="Tasks of the generated workload.")] = 400,
+    teams: Annotated[int, typer.Option("--teams", min=1, max=100, help="Users (namespaces) of the workload.")] = 8,
+    jitter: Annotated[float, typer.Option(
+        "--jitter", min=0, max=2, help="Fine-grained requests: each job's cpu and memory scaled by e^U(-J,J) "
+                                       "(0: the generator's menu of sizes).")] = 0.3,
+    workload_seed: Annotated[int, typer.Option("--workload-seed", help="Seed of the generated workload.")] = 0,
+    cell: Annotated[Path | None, typer.Option(
+        "--cell", help="Instead of a generated cell: a snapshot file whose nodes are the machines (bound pods "
+                       "and quotas are ignored).")] = None,
+    workload: Annotated[Path | None, typer.Option("--workload", help="Instead of a generated workload.")] = None,
+    trials: Annotated[int, typer.Option("--trials", min=1, max=101, help="Random trials (Borg: 11).")] = 11,
+    users: Annotated[int, typer.Option("--users", min=1, max=50, help="`users`: the N largest get own cells.")]
+        = 3,
+    seed: SeedOption = 0,
+    out: Annotated[Path, typer.Option("--out", help="Directory for compact.csv, compact-summary.json and charts.")]
+        = Path("sim-compact"),
+    as_json: JsonOption = False,
+) -> None:
+    """Borg §5 (EuroSys 2015): cell compaction and what segregation, own cells, rounding cost; CSV, charts.
+
+    Shrinks a cell until the workload no longer fits (90th percentile of the trials); see docs/sim/compact.md."""
+    from cell.sim.compact import EXPERIMENTS, CompactOptions, Pool, fine_grained, generated_pool, study
+    from cell.sim.compact_report import render as render_compact
+    from cell.sim.compact_report import summary as compact_summary
+    from cell.sim.compact_report import write_outputs as write_compact
+
+    chosen: list[str] = []
+    for name in experiment or []:
+        if name == "all":
+            chosen.extend(e for e in EXPERIMENTS if e not in chosen)
+        elif name not in EXPERIMENTS:
+            raise CellError(f"--experiment: unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}, all")
+        elif name not in chosen:
+            chosen.append(name)
+    if cell is not None:
+        start = load_snapshot_file(cell)
+        if not start.nodes:
+            raise CellError(f"{cell}: no machines (Node objects or kind: Cell machines) to compact")
+        pool = Pool(tuple(start.nodes))
+        source = f"{cell} ({len(pool.nodes)} machines)"
+    else:
+        pool = generated_pool(machines)
+        source = f"generated cell of {machines} machines"
+    if workload is not None:
+        load = load_workload(workload)
+        what = str(workload)
+    else:
+        _, load = generate(machines, tasks, workload_seed, teams)
+        what = f"generated workload of {tasks} tasks, {teams} users, seed {workload_seed}"
+    load = fine_grained(load, jitter, workload_seed)
+    options = CompactOptions(trials=trials, seed=seed, users=users)
+    if not as_json:
+        err_console.print(f"compacting {what} (jitter {jitter:g}) from a {source}, {trials} trials",
+                          highlight=False, soft_wrap=True)
+    done = study(pool, load, chosen, options, lambda name: None if as_json else err_console.print(
+        f"experiment {name} ...", highlight=False))
+    baseline, results = done.baseline, list(done.experiments)
+    meta = {"source": source, "workload": what, "jitter": jitter, "trials": trials, "seed": seed,
+            "simulations": done.simulations}
+    try:
+        written = write_compact(baseline, results, meta, out)
+    except OSError as exc:
+        raise CellError(f"cannot write results to {out}: {exc.strerror or exc}") from None
+    if as_json:
+        console.print_json(json.dumps(compact_summary(baseline, results, meta)))
+    else:
+        render_compact(baseline, results, console)
+        console.print(f"{done.simulations} Fauxmaster passes; results: {', '.join(str(p) for p in written)}",
+                      highlight=False, soft_wrap=True)

@@ -2,7 +2,7 @@
 full marks, each typical mistake costing exactly its task, nothing submitted scoring 0 with reasons,
 grading repeatable and changing nothing but the declared self-healing check.
 
-Each experience gets its own students (prefixed c1/c2/c3), onboarded with `cell students add` and
+Each experience gets its own students (prefixed c1, c2, c3, c5), onboarded with `cell students add` and
 given the experience with `--student`, so the shared cell's other students are not touched.
 """
 
@@ -34,7 +34,7 @@ from tests.reference.apply import apply_reference
 
 pytestmark = pytest.mark.cluster
 
-PREFIX = {"exp1-orchestration": "c1", "exp2-borg": "c2", "exp3-failures": "c3"}
+PREFIX = {"exp1-orchestration": "c1", "exp2-borg": "c2", "exp3-failures": "c3", "exp5-borg-evaluation": "c5"}
 
 
 def cell_cli(local_cell: LocalCell, *args: str) -> subprocess.CompletedProcess[str]:

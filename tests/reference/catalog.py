@@ -10,6 +10,12 @@ as the handout tells the student to.
 
 from __future__ import annotations
 
+import functools
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +32,7 @@ from scheduler_ext.policy.resources import ZERO, Resources
 from scheduler_ext.policy.workloads import charge_of, usage_by_band
 
 HERE = Path(__file__).resolve().parent
-EXPERIENCES = ("exp1-orchestration", "exp2-borg", "exp3-failures")
+EXPERIENCES = ("exp1-orchestration", "exp2-borg", "exp3-failures", "exp5-borg-evaluation")
 Manifest = dict[str, Any]
 API_POD = Resources.parse({"cpu": "500m", "memory": "256Mi"})
 # Kinds whose objects BandQuota charges (scheduler_ext.policy.workloads.CHARGED_KINDS).
@@ -144,6 +150,19 @@ MISTAKES: tuple[Mistake, ...] = (
                 spec={"minAvailable": 3, "selector": {"matchLabels": {"app": "store"}}})),
     Mistake("exp3-failures", "ledger-unprotected", 5, "no PodDisruptionBudget for ledger (its eviction succeeds)",
             lambda m: _drop(m, "PodDisruptionBudget", "ledger")),
+    # exp5-borg-evaluation
+    Mistake("exp5-borg-evaluation", "prod-cell-as-p90", 1, "shared-p90 read off the prod cell of -e segregate",
+            lambda m: _compaction(m).update({"shared-p90": str(_experiment("segregate")["parts"][0]["p90"])})),
+    Mistake("exp5-borg-evaluation", "segregation-wrong-side", 2, "segregate-vs-borg on the wrong side of 20-30 %",
+            lambda m: _compaction(m).update({"segregate-vs-borg": "above" if _compaction(m)["segregate-vs-borg"]
+                                             != "above" else "below"})),
+    Mistake("exp5-borg-evaluation", "users-in-machines", 3, "users-overhead given in machines, not percent",
+            lambda m: _compaction(m).update({"users-overhead": str(
+                _experiment("users")["alternativeP90"] - _lab_run()["baseline"]["p90"])})),
+    Mistake("exp5-borg-evaluation", "menu-run-with-jitter", 4, "powers-of-two-overhead-menu from the jittered run",
+            lambda m: _compaction(m).update({"powers-of-two-overhead-menu": _compaction(m)["powers-of-two-overhead"]})),
+    Mistake("exp5-borg-evaluation", "segregation-blamed-on-quota", 5, "segregation-cost answered quota",
+            lambda m: _compaction(m).update({"segregation-cost": "quota"})),
 )
 
 
@@ -336,10 +355,70 @@ def solve_exp3(backend: Backend, mistake_: Mistake | None, images: dict[str, str
     return final
 
 
+def lab_command(experience: str = "exp5-borg-evaluation") -> list[str]:
+    """The handout's compaction, as the experience's ConfigMap gives it to students (key lab-command)."""
+    kustomization = yaml.safe_load((experiences_dir() / experience / "kustomization.yaml").read_text())
+    literals = [entry for generator in kustomization.get("configMapGenerator", [])
+                for entry in generator.get("literals", [])]
+    command = next(entry.partition("=")[2] for entry in literals if entry.startswith("lab-command="))
+    return shlex.split(command)
+
+
+@functools.cache
+def _lab_run(*extra: str) -> dict[str, Any]:
+    """`cell sim compact` as the handout has students run it (its --json summary), once per session."""
+    command = lab_command()
+    assert command[:3] == ["cell", "sim", "compact"], command
+    with tempfile.TemporaryDirectory() as out:
+        result = subprocess.run([sys.executable, "-m", "cell.cli", *command[1:], *extra, "--json", "--out", out],
+                                capture_output=True, text=True, timeout=600, check=False)
+    if result.returncode != 0:
+        raise SolutionError(f"{' '.join(command)} {' '.join(extra)} failed: {result.stderr.strip()}")
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def _experiment(name: str) -> dict[str, Any]:
+    return next(e for e in _lab_run("-e", "all")["experiments"] if e["experiment"] == name)
+
+
+def _compaction(manifests: list[Manifest]) -> dict[str, str]:
+    data: dict[str, str] = find(manifests, "ConfigMap", "compaction")["data"]
+    return data
+
+
+def solve_exp5(backend: Backend, mistake_: Mistake | None, images: dict[str, str] | None,
+               timeout: float) -> list[Manifest]:
+    everything = _lab_run("-e", "all")
+    menu = _lab_run("-e", "powers-of-two", "--jitter", "0")
+    segregate = _experiment("segregate")
+    low, high = 20.0, 30.0  # Borg's range, as the handout gives it
+
+    def fill(manifests: list[Manifest]) -> None:
+        overhead = float(segregate["overheadPercent"])
+        _compaction(manifests).update({
+            "shared-p90": str(everything["baseline"]["p90"]),
+            "shared-trials": ",".join(str(size) for size in everything["baseline"]["sizes"]),
+            "segregate-p90": str(segregate["alternativeP90"]),
+            "segregate-overhead": str(overhead),
+            "segregate-vs-borg": "below" if overhead < low else "above" if overhead > high else "within",
+            "users-largest": _experiment("users")["parts"][0]["label"].removeprefix("cell of "),
+            "users-overhead": str(_experiment("users")["overheadPercent"]),
+            "powers-of-two-overhead": str(_experiment("powers-of-two")["overheadPercent"]),
+            "buckets-overhead": str(_experiment("buckets")["overheadPercent"]),
+            "powers-of-two-overhead-menu": str(menu["experiments"][0]["overheadPercent"]),
+        })
+
+    manifests = _manifests("exp5-borg-evaluation", mistake_, images, fill)
+    _must_apply(backend, manifests, mistake_)
+    return manifests
+
+
 RECIPES: dict[str, Callable[[Backend, Mistake | None, dict[str, str] | None, float], list[Manifest]]] = {
     "exp1-orchestration": solve_exp1,
     "exp2-borg": solve_exp2,
     "exp3-failures": solve_exp3,
+    "exp5-borg-evaluation": solve_exp5,
 }
 
 
