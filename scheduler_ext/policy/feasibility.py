@@ -8,7 +8,7 @@ capacity. Members' use is counted inside their instance, not on top of it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from scheduler_ext.policy.model import AllocInfo, CellSnapshot, NodeInfo, PodInfo
@@ -123,6 +123,13 @@ def _selector_mismatch(pod: PodInfo, node: NodeInfo) -> list[str]:
 def check_node(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo,
                without: frozenset[str] = frozenset()) -> Verdict:
     """Whether `pod` fits on `node` (pods with uids in `without` treated as gone, for preemption)."""
+    return node_verdict(pod, node, snapshot.allocs_on(node.name), snapshot.allocs, without)
+
+
+def node_verdict(pod: PodInfo, node: NodeInfo, allocs_here: tuple[AllocInfo, ...], allocs: Mapping[str, AllocInfo],
+                 without: frozenset[str] = frozenset()) -> Verdict:
+    """`check_node` given what it reads of the snapshot: the allocs placed on the node, and all allocs
+    (so that a verdict can be worked out after the snapshot has moved on)."""
     reasons: list[str] = []
     if node.unschedulable:
         reasons.append("node is cordoned (unschedulable)")
@@ -131,7 +138,7 @@ def check_node(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo,
     pod_count = sum(1 for p in node.pods if p.uid not in without) if without else len(node.pods)
     if pod_count + 1 > node.max_pods:
         reasons.append(f"too many pods: {pod_count} of {node.max_pods} slots used")
-    books = node_ledger(snapshot, node, without)
+    books = ledger(node, allocs_here, without)
     alloc_key = pod.alloc
     if alloc_key is None:
         free = books.free
@@ -144,7 +151,7 @@ def check_node(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo,
             return Verdict(False, tuple(reasons), resolvable)
         return Verdict(True, (f"fits: {pod.requests} requested, {free} free",))
 
-    alloc = snapshot.allocs.get(alloc_key)
+    alloc = allocs.get(alloc_key)
     if alloc is None:
         reasons.append(f"member of alloc {alloc_key}, which does not exist")
         return Verdict(False, tuple(reasons), resolvable=False)
