@@ -21,7 +21,7 @@ the snapshot's, which is the identity check the scalar cache made per node.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -71,8 +71,8 @@ class NodeTable:
 class NodeArrays:
     """One snapshot's nodes, slot by slot: identity, capacity, use, pod slots, cordon, zone and rack."""
 
-    __slots__ = ("_reserved", "cap_cpu", "cap_mem", "closed", "ids", "max_pods", "nodes", "pods", "rack",
-                 "table", "used_cpu", "used_mem", "zone")
+    __slots__ = ("_committed", "_reserved", "cap_cpu", "cap_mem", "closed", "ids", "max_pods", "nodes", "pods",
+                 "rack", "table", "used_cpu", "used_mem", "zone")
 
     table: NodeTable
     ids: Ints
@@ -87,6 +87,7 @@ class NodeArrays:
     zone: Ints
     rack: Ints
     _reserved: tuple[object, Bools] | None
+    _committed: _Committed | None
 
     @classmethod
     def build(cls, nodes: Mapping[str, NodeInfo]) -> NodeArrays:
@@ -107,6 +108,7 @@ class NodeArrays:
         arrays.zone = np.array([table.zone_id(n.zone) for n in infos], dtype=np.int64)
         arrays.rack = np.array([table.rack_id(n.rack) for n in infos], dtype=np.int64)
         arrays._reserved = None
+        arrays._committed = None
         return arrays
 
     def copy(self) -> NodeArrays:
@@ -117,6 +119,7 @@ class NodeArrays:
                      "zone", "rack"):
             setattr(other, name, getattr(self, name).copy())
         other._reserved = self._reserved
+        other._committed = self._committed.copy() if self._committed is not None else None
         return other
 
     def set(self, slot: int, node: NodeInfo) -> None:
@@ -132,6 +135,18 @@ class NodeArrays:
         self.closed[slot] = node.unschedulable
         self.zone[slot] = self.table.zone_id(node.zone)
         self.rack[slot] = self.table.rack_id(node.rack)
+        if self._committed is not None:
+            self._committed.set(slot, node)
+
+    def set_pods(self, slot: int, node: NodeInfo) -> None:
+        """`set` for a node whose pods alone changed (a bind or an eviction)."""
+        self.ids[slot] = id(node)
+        self.nodes[slot] = node
+        self.used_cpu[slot] = node.requested.cpu
+        self.used_mem[slot] = node.requested.memory
+        self.pods[slot] = len(node.pods)
+        if self._committed is not None:
+            self._committed.set(slot, node)
 
     def derived(self, nodes: Mapping[str, NodeInfo], changed: Iterable[str]) -> NodeArrays | None:
         """The arrays of a successor whose nodes differ from these only in `changed`; None when the
@@ -159,3 +174,49 @@ class NodeArrays:
                 mask[slot] = True
         self._reserved = (allocs, mask)
         return mask
+
+    def committed(self, allocs: object, by_node: Mapping[str, tuple[AllocInfo, ...]],
+                  books: Callable[[NodeInfo, tuple[AllocInfo, ...]], tuple[int, int]]) -> tuple[Ints, Ints]:
+        """What each node has committed (ordinary use plus reservations, what a non-member is
+        checked and scored against), for the snapshot's `allocs` mapping; `books(node, allocs_here)`
+        works it out for a node holding instances (the scalar ledger). Kept while the mapping object
+        is, and rewritten with the slots that change."""
+        cached = self._committed
+        if cached is None or cached.allocs is not allocs:
+            cached = self._committed = _Committed(self, allocs, by_node, books)
+        return cached.cpu, cached.mem
+
+
+class _Committed:
+    """`NodeArrays.committed` for one allocs mapping: the nodes' use, with the reserved slots' books."""
+
+    __slots__ = ("allocs", "books", "by_node", "cpu", "mem")
+
+    def __init__(self, arrays: NodeArrays | None, allocs: object, by_node: Mapping[str, tuple[AllocInfo, ...]],
+                 books: Callable[[NodeInfo, tuple[AllocInfo, ...]], tuple[int, int]]) -> None:
+        self.allocs = allocs
+        self.by_node = by_node
+        self.books = books
+        if arrays is None:
+            return
+        self.cpu = arrays.used_cpu.copy()
+        self.mem = arrays.used_mem.copy()
+        index = arrays.table.index
+        for name, here in by_node.items():
+            slot = index.get(name)
+            if slot is not None and here:
+                self.cpu[slot], self.mem[slot] = books(arrays.nodes[slot], here)
+
+    def copy(self) -> _Committed:
+        other = _Committed(None, self.allocs, self.by_node, self.books)
+        other.cpu = self.cpu.copy()
+        other.mem = self.mem.copy()
+        return other
+
+    def set(self, slot: int, node: NodeInfo) -> None:
+        here = self.by_node.get(node.name)
+        if here:
+            self.cpu[slot], self.mem[slot] = self.books(node, here)
+        else:
+            self.cpu[slot] = node.requested.cpu
+            self.mem[slot] = node.requested.memory

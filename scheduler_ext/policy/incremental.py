@@ -23,13 +23,17 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
+from scheduler_ext.policy.columnar import Ints
 from scheduler_ext.policy.model import AllocInfo, CellSnapshot, DomainCounts, NodeInfo, PodInfo
 from scheduler_ext.policy.scheduler import (
     EquivalenceClass,
     PolicyCache,
     Scheduler,
 )
+
+_SPREAD_JOBS = 64  # jobs whose zone/rack counts a CellState keeps as arrays
 
 
 class CellState(CellSnapshot):
@@ -39,10 +43,11 @@ class CellState(CellSnapshot):
     under it (a report, a reference run) takes `freeze()`.
     """
 
-    __slots__ = ("_counts", "_live")
+    __slots__ = ("_counts", "_live", "_spread")
 
     _live: dict[str, NodeInfo]
     _counts: dict[str, tuple[dict[str, int], dict[str, int]]]
+    _spread: dict[str, list[Any]]  # jobs ranked lately: [zone counts, rack counts, max zone, max rack]
 
     def __init__(self, start: CellSnapshot) -> None:
         live = dict(start.nodes)
@@ -56,6 +61,7 @@ class CellState(CellSnapshot):
                 zones[node.zone] = zones.get(node.zone, 0) + count
                 racks[node.rack] = racks.get(node.rack, 0) + count
         object.__setattr__(self, "_counts", counts)
+        object.__setattr__(self, "_spread", {})
         object.__setattr__(self, "_pods_by_uid", {pod.uid: pod for node in live.values() for pod in node.pods})
         # Its own columns, rewritten slot by slot as it advances (a snapshot's never change).
         object.__setattr__(self, "_arrays", start._arrays.copy() if start._arrays is not None else None)
@@ -68,10 +74,11 @@ class CellState(CellSnapshot):
         return frozen
 
     def _replace(self, node: NodeInfo) -> None:
+        """The node's new version (only its pods differ)."""
         self._live[node.name] = node
         arrays = self._arrays
         if arrays is not None:
-            arrays.set(arrays.table.index[node.name], node)
+            arrays.set_pods(arrays.table.index[node.name], node)
 
     def job_domains(self, job: str) -> DomainCounts:
         cached = self._domains.get(job)
@@ -80,11 +87,32 @@ class CellState(CellSnapshot):
             cached = self._domains[job] = DomainCounts.of(zones, racks)
         return cached
 
+    def job_spread(self, job: str) -> tuple[Ints, Ints, int, int]:
+        spread = self._spread.get(job)
+        if spread is None:
+            spread = self._spread[job] = list(super().job_spread(job))
+            if len(self._spread) > _SPREAD_JOBS:
+                del self._spread[next(iter(self._spread))]
+        return spread[0], spread[1], spread[2], spread[3]
+
     def _count(self, node: NodeInfo, pod: PodInfo, sign: int) -> None:
         zones, racks = self._counts.setdefault(pod.owner, ({}, {}))
         zones[node.zone] = zones.get(node.zone, 0) + sign
         racks[node.rack] = racks.get(node.rack, 0) + sign
         self._domains.pop(pod.owner, None)
+        spread = self._spread.get(pod.owner)
+        if spread is not None:
+            table = self.arrays().table
+            zone, rack = table.zone_id(node.zone), table.rack_id(node.rack)
+            zones, racks = spread[0], spread[1]
+            if zone >= len(zones) or rack >= len(racks) or sign < 0:
+                # A zone or rack the arrays were not sized for, or a count that fell: count afresh.
+                del self._spread[pod.owner]
+                return
+            zones[zone] += 1
+            racks[rack] += 1
+            spread[2] = max(spread[2], int(zones[zone]))
+            spread[3] = max(spread[3], int(racks[rack]))
 
     def bind(self, pod: PodInfo, node_name: str) -> PodInfo:
         """Put `pod` on `node_name` (no feasibility check: the caller decided); returns the bound pod."""

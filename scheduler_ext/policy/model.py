@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from scheduler_ext.policy.bands import PRIORITY_CLASSES, Band
-from scheduler_ext.policy.columnar import NodeArrays
+from scheduler_ext.policy.columnar import Ints, NodeArrays
 from scheduler_ext.policy.resources import Resources, parse_cpu, parse_memory
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
@@ -422,6 +424,21 @@ class CellSnapshot:
         result = DomainCounts.of(zones, racks)
         self._domains[job] = result
         return result
+
+    def job_spread(self, job: str) -> tuple[Ints, Ints, int, int]:
+        """`job_domains(job)` as arrays over the node table's zone and rack ids (`arrays().table`):
+        the job's pod count per zone, per rack, and the largest of each (0: no pod of the job runs)."""
+        domains = self.job_domains(job)
+        table = self.arrays().table
+        zone_ids = [(table.zone_id(zone), count) for zone, count in domains.zones.items()]
+        rack_ids = [(table.rack_id(rack), count) for rack, count in domains.racks.items()]
+        zones = np.zeros(len(table.zones), dtype=np.int64)
+        racks = np.zeros(len(table.racks), dtype=np.int64)
+        for at, count in zone_ids:
+            zones[at] = count
+        for at, count in rack_ids:
+            racks[at] = count
+        return zones, racks, domains.max_zone, domains.max_rack
 
     def pods(self) -> Iterable[PodInfo]:
         for node in self.nodes.values():

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scheduler_ext.policy.columnar import Bools, Floats, Ints, NodeArrays, NodeTable, Objects
-from scheduler_ext.policy.feasibility import Verdict, check_node, ledger, node_ledger, node_verdict
-from scheduler_ext.policy.model import CellSnapshot, NodeInfo, PodInfo
+from scheduler_ext.policy.feasibility import Verdict, check_node, ledger, node_fits, node_ledger, node_verdict
+from scheduler_ext.policy.model import AllocInfo, CellSnapshot, NodeInfo, PodInfo
 from scheduler_ext.policy.resources import Resources
 from scheduler_ext.policy.scoring import (
     MAX_SCORE,
@@ -156,61 +156,62 @@ def _evaluate(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo) -> _Entry:
     return _Entry(node, snapshot.allocs, verdict, resource)
 
 
-def _evaluate_slots(pod: PodInfo, snapshot: CellSnapshot, arrays: NodeArrays,
-                    slots: Ints) -> tuple[Bools, Floats, dict[int, Verdict]]:
+def _evaluate_slots(pod: PodInfo, snapshot: CellSnapshot, arrays: NodeArrays, slots: Ints) -> tuple[Bools, Floats]:
     """Whether `pod` fits on the nodes in `slots`, and their resource scores (0 where it does not fit).
 
     A pod outside allocs on a node without reservations (nearly every case) is decided on the
     node's numbers: cordon, pod slots, cpu and memory left; many such nodes at once on the columns.
     Nodes holding an alloc instance, and an alloc member's own instance nodes, take the scalar
-    ledger (`node_verdict`), whose verdicts are kept.
+    ledger (`node_fits`). Verdicts (the reasons) are worked out only when read (`_Examined`).
     """
     if len(slots) <= _SCALAR_AT_MOST:
         return _evaluate_few(pod, snapshot, arrays, slots)
     allocs = snapshot.allocs
     by_node = snapshot.allocs_index()
-    nodes = arrays.nodes[slots]
     alloc_key = pod.alloc
     if alloc_key is None:
+        # Checked and scored against what each node has committed: its use, plus the reservations
+        # of the alloc instances it holds (A1), as the scalar ledger books them.
         requests = pod.requests
+        committed_cpu, committed_mem = arrays.committed(allocs, by_node, _committed)
         cap_cpu, cap_mem = arrays.cap_cpu[slots], arrays.cap_mem[slots]
-        used_cpu, used_mem = arrays.used_cpu[slots], arrays.used_mem[slots]
+        used_cpu, used_mem = committed_cpu[slots], committed_mem[slots]
         fits = ((arrays.pods[slots] < arrays.max_pods[slots]) & ~arrays.closed[slots]
                 & (requests.cpu <= np.maximum(cap_cpu - used_cpu, 0))
                 & (requests.memory <= np.maximum(cap_mem - used_mem, 0)))
         if pod.node_selector:
             selector = tuple(pod.node_selector.items())
-            fits &= np.fromiter((all(node.labels.get(k) == v for k, v in selector) for node in nodes),
+            fits &= np.fromiter((all(node.labels.get(k) == v for k, v in selector) for node in arrays.nodes[slots]),
                                 dtype=np.bool_, count=len(slots))
         resource = resource_scores(requests.cpu, requests.memory, pod.band.is_prod, cap_cpu, cap_mem,
                                    used_cpu, used_mem)
         resource[~fits] = 0.0
-        scalar = arrays.reserved(allocs, by_node)[slots]
-    else:
-        # A member fits only on a node holding an instance of its alloc (A2): elsewhere the answer is
-        # no whatever else holds, and its reasons are worked out if someone reads them.
-        fits = np.zeros(len(slots), dtype=np.bool_)
-        resource = np.zeros(len(slots), dtype=np.float64)
-        alloc = allocs.get(alloc_key)
-        if alloc is None or not alloc.instances:
-            return fits, resource, {}
-        scalar = np.isin(slots, arrays.table.slots(alloc.nodes))
-    verdicts: dict[int, Verdict] = {}
-    for k in np.flatnonzero(scalar).tolist():
-        node = nodes[k]
+        return fits, resource
+    # A member fits only on a node holding an instance of its alloc (A2): elsewhere the answer is no
+    # whatever else holds (its reasons are worked out if someone reads them); there, the ledger decides.
+    fits = np.zeros(len(slots), dtype=np.bool_)
+    resource = np.zeros(len(slots), dtype=np.float64)
+    alloc = allocs.get(alloc_key)
+    if alloc is None or not alloc.instances:
+        return fits, resource
+    nodes = arrays.nodes
+    for k in np.isin(slots, arrays.table.slots(alloc.nodes)).nonzero()[0].tolist():
+        node = nodes[slots[k]]
         here = by_node.get(node.name, ())
-        verdict = node_verdict(pod, node, here, allocs)
-        fits[k] = verdict.fits
-        resource[k] = resource_score(pod, ledger(node, here)) if verdict.fits else 0.0
-        verdicts[int(slots[k])] = verdict
-    return fits, resource, verdicts
+        fit = fits[k] = node_fits(pod, node, here, allocs)
+        resource[k] = resource_score(pod, ledger(node, here)) if fit else 0.0
+    return fits, resource
+
+
+def _committed(node: NodeInfo, here: tuple[AllocInfo, ...]) -> tuple[int, int]:
+    committed = ledger(node, here).committed
+    return committed.cpu, committed.memory
 
 
 _SCALAR_AT_MOST = 12  # fewer nodes than this are evaluated one by one (numpy's per-call cost dominates)
 
 
-def _evaluate_few(pod: PodInfo, snapshot: CellSnapshot, arrays: NodeArrays,
-                  slots: Ints) -> tuple[Bools, Floats, dict[int, Verdict]]:
+def _evaluate_few(pod: PodInfo, snapshot: CellSnapshot, arrays: NodeArrays, slots: Ints) -> tuple[Bools, Floats]:
     """`_evaluate_slots` node by node, with the same rules and the same arithmetic."""
     allocs = snapshot.allocs
     by_node = snapshot.allocs_index()
@@ -219,37 +220,32 @@ def _evaluate_few(pod: PodInfo, snapshot: CellSnapshot, arrays: NodeArrays,
     cpu, memory, prod = pod.requests.cpu, pod.requests.memory, pod.band.is_prod
     fits: list[bool] = []
     resource: list[float] = []
-    verdicts: dict[int, Verdict] = {}
     nodes = arrays.nodes
     for slot in slots.tolist():
         node: NodeInfo = nodes[slot]
         here = by_node.get(node.name, ())
         if plain and not here:
-            free = node.allocatable - node.requested
+            cap, used = node.allocatable, node.requested
             fit = (not node.unschedulable and len(node.pods) < node.max_pods
-                   and cpu <= free.cpu and memory <= free.memory)
+                   and cpu <= max(cap.cpu - used.cpu, 0) and memory <= max(cap.memory - used.memory, 0))
             fits.append(fit)
             resource.append(plain_resource_score(cpu, memory, prod, node) if fit else 0.0)
         elif alloc_key is not None and not any(alloc.key == alloc_key for alloc in here):
             fits.append(False)  # an alloc member away from its instances (A2)
             resource.append(0.0)
         else:
-            verdict = verdicts[slot] = node_verdict(pod, node, here, allocs)
-            fits.append(verdict.fits)
-            resource.append(resource_score(pod, ledger(node, here)) if verdict.fits else 0.0)
-    return np.array(fits, dtype=np.bool_), np.array(resource, dtype=np.float64), verdicts
+            fit = node_fits(pod, node, here, allocs)
+            fits.append(fit)
+            resource.append(resource_score(pod, ledger(node, here)) if fit else 0.0)
+    return np.array(fits, dtype=np.bool_), np.array(resource, dtype=np.float64)
 
 
-def _commit(column: _Column, arrays: NodeArrays, slots: Ints, ids: Ints, fits: Bools, resource: Floats,
-            verdicts: dict[int, Verdict]) -> None:
+def _commit(column: _Column, arrays: NodeArrays, slots: Ints, ids: Ints, fits: Bools, resource: Floats) -> None:
     """Keep evaluated results in the column (only for nodes that were examined)."""
     column.ids[slots] = ids
     column.refs[slots] = arrays.nodes[slots]
     column.fits[slots] = fits
     column.resource[slots] = resource
-    for slot, verdict in verdicts.items():
-        if column.ids[slot] == id(arrays.nodes[slot]):
-            column.verdicts[slot] = (arrays.nodes[slot], verdict)
 
 
 def _lookup_range(pod: PodInfo, snapshot: CellSnapshot, arrays: NodeArrays, column: _Column, lo: int, hi: int,
@@ -259,14 +255,14 @@ def _lookup_range(pod: PodInfo, snapshot: CellSnapshot, arrays: NodeArrays, colu
     Returns (fits of the examined nodes, slots of the fitting ones, nodes examined, hits, misses).
     """
     now = arrays.ids[lo:hi]
-    stale_at = np.flatnonzero(column.ids[lo:hi] != now)
+    stale_at = (column.ids[lo:hi] != now).nonzero()[0]
     fits = column.fits[lo:hi]
     if stale_at.size:
         stale_slots = stale_at + lo
-        new_fits, new_resource, verdicts = _evaluate_slots(pod, snapshot, arrays, stale_slots)
+        new_fits, new_resource = _evaluate_slots(pod, snapshot, arrays, stale_slots)
         fits = fits.copy()
         fits[stale_at] = new_fits
-    feasible = np.flatnonzero(fits)
+    feasible = fits.nonzero()[0]
     examined = hi - lo
     if need is not None and len(feasible) >= need:
         feasible = feasible[:need]
@@ -276,7 +272,7 @@ def _lookup_range(pod: PodInfo, snapshot: CellSnapshot, arrays: NodeArrays, colu
         misses = int(np.searchsorted(stale_at, examined))
         if misses:
             _commit(column, arrays, stale_slots[:misses], now[stale_at[:misses]], new_fits[:misses],
-                    new_resource[:misses], verdicts)
+                    new_resource[:misses])
         seen = fits[:examined]  # a copy already
     else:
         seen = fits[:examined].copy()  # a view of the column, which later pods change
@@ -302,7 +298,7 @@ def _lookup(pod: PodInfo, snapshot: CellSnapshot, arrays: NodeArrays, column: _C
     stale_at = np.flatnonzero(stale)
     if stale_at.size:
         stale_slots = safe[stale_at]
-        new_fits, new_resource, verdicts = _evaluate_slots(pod, snapshot, arrays, stale_slots)
+        new_fits, new_resource = _evaluate_slots(pod, snapshot, arrays, stale_slots)
         fits[stale_at] = new_fits
         if want_resource:
             resource[stale_at] = new_resource
@@ -319,7 +315,7 @@ def _lookup(pod: PodInfo, snapshot: CellSnapshot, arrays: NodeArrays, column: _C
         misses = int(np.searchsorted(stale_at, examined))
         if misses:
             _commit(column, arrays, stale_slots[:misses], now[stale_at[:misses]], new_fits[:misses],
-                    new_resource[:misses], verdicts)
+                    new_resource[:misses])
     looked_up = examined if known is None else int(np.count_nonzero(known[:examined]))
     if examined < len(slots):
         fits = fits[:examined]
@@ -335,7 +331,7 @@ class _Examined(Mapping[str, Verdict]):
     """The examined nodes' verdicts, in examination order; a verdict is worked out (and kept in the
     class's column) when first read, from the node as it was when examined."""
 
-    __slots__ = ("_allocs", "_by_node", "_column", "_fits", "_index", "_memo", "_names", "_nodes", "_pod",
+    __slots__ = ("_allocs", "_by_node", "_column", "_fits", "_given", "_index", "_memo", "_names", "_nodes", "_pod",
                  "_slots", "_table")
 
     def __init__(self, pod: PodInfo, snapshot: CellSnapshot, column: _Column, slots: Ints, fits: Bools,
@@ -349,8 +345,13 @@ class _Examined(Mapping[str, Verdict]):
         self._fits = fits
         self._nodes = nodes
         self._names = names
+        self._given = names
         self._index: dict[str, int] | None = None
         self._memo: dict[int, Verdict] = {}
+
+    def given_names(self) -> list[str] | None:
+        """The examined names as the caller gave them (None: slots of the whole cell)."""
+        return self._given
 
     def names(self) -> list[str]:
         if self._names is None:
@@ -478,16 +479,26 @@ class Scheduler:
         self.cache = cache
         self.enough_feasible = enough_feasible
         self.rng = rng or random.Random()
+        self._last_class: tuple[PodInfo, EquivalenceClass] | None = None
 
     def classify(self, pod: PodInfo) -> EquivalenceClass:
         """The key the score cache shares results under (subclasses may key differently)."""
         return EquivalenceClass.of(pod)
 
+    def class_of(self, pod: PodInfo) -> EquivalenceClass:
+        """`classify`, remembered for the last pod asked about (a pass asks twice per pod)."""
+        last = self._last_class
+        if last is not None and last[0] is pod:
+            return last[1]
+        eclass = self.classify(pod)
+        self._last_class = (pod, eclass)
+        return eclass
+
     def _column(self, pod: PodInfo, snapshot: CellSnapshot, arrays: NodeArrays) -> _Column:
         """The score cache's column for the pod's class (a throwaway one when uncached)."""
         if self.cache is None:
             return _Column(arrays.table, snapshot.allocs)
-        return self.cache.column(self.classify(pod), arrays.table, snapshot.allocs)
+        return self.cache.column(self.class_of(pod), arrays.table, snapshot.allocs)
 
     def _count(self, hits: int, misses: int) -> None:
         if self.cache is not None:
@@ -499,11 +510,10 @@ class Scheduler:
     list_unexamined = True
 
     def filter(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> FilterResult:
-        return self._filter(pod, snapshot, node_names)[0]
+        return self.filter_result(self._examine(pod, snapshot, node_names))
 
-    def _filter(self, pod: PodInfo, snapshot: CellSnapshot,
-                node_names: Iterable[str] | None) -> tuple[FilterResult, _Column, Ints, list[str]]:
-        """The filter result, the column it used, and the feasible nodes' slots and names.
+    def _examine(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None) -> _Pass:
+        """Look the candidates up in the pod's class column, in examination order, until enough fit.
 
         Relaxed randomization: the candidates are examined from a random starting point
         (kube-scheduler rotates its own list; this re-randomizes it with one draw, not one per node)
@@ -558,41 +568,20 @@ class Scheduler:
             examined_names = order[:done]
         self._count(hits, misses)
         slots = _joined(examined_parts)
-        fits = fits_parts[0] if len(fits_parts) == 1 else np.concatenate(fits_parts, dtype=np.bool_)
-        feasible_slots = _joined(feasible_parts)
-        verdicts = _Examined(pod, snapshot, column, slots, fits, arrays.nodes[np.maximum(slots, 0)], examined_names)
-        if examined_names is None:
-            table_names = table.names
-            feasible = [table_names[slot] for slot in feasible_slots.tolist()]
-        else:
-            feasible = [name for name, fit in zip(examined_names, fits.tolist(), strict=True) if fit]
-        reasons = _Reasons(verdicts)
-        result = FilterResult(tuple(feasible), reasons, verdicts)
-        if self.list_unexamined and len(slots) < total:
-            seen = set(verdicts.names())
-            every = table.names if names is None else names
-            result = FilterResult(result.feasible, reasons, verdicts, tuple([n for n in every if n not in seen]))
-        return result, column, feasible_slots, feasible
+        fits = fits_parts[0] if len(fits_parts) == 1 else np.concatenate([np.zeros(0, np.bool_), *fits_parts])
+        nodes = arrays.nodes[slots] if names is None else arrays.nodes[np.maximum(slots, 0)]
+        verdicts = _Examined(pod, snapshot, column, slots, fits, nodes, examined_names)
+        return _Pass(arrays, column, verdicts, _joined(feasible_parts), fits, names, total)
 
     def _scores(self, pod: PodInfo, snapshot: CellSnapshot, arrays: NodeArrays, slots: Ints,
                 resource: Floats) -> Floats:
         """Borg's score of each node in `slots` (the pod fits on all of them): resource part from the
         cache, the job's spread from the snapshot's per-job zone and rack counts."""
         prod = pod.band.is_prod
-        domains = snapshot.job_domains(pod.owner)
-        if domains.max_zone == 0:  # no pod of the job runs yet: every node spreads it equally
+        zones, racks, max_zone, max_rack = snapshot.job_spread(pod.owner)
+        if max_zone == 0:  # no pod of the job runs yet: every node spreads it equally
             return combine_many(resource, float(MAX_SCORE), prod)
-        table = arrays.table
-        zone_ids = [(table.zone_id(zone), count) for zone, count in domains.zones.items()]
-        rack_ids = [(table.rack_id(rack), count) for rack, count in domains.racks.items()]
-        zones = np.zeros(len(table.zones), dtype=np.int64)
-        racks = np.zeros(len(table.racks), dtype=np.int64)
-        for at, count in zone_ids:
-            zones[at] = count
-        for at, count in rack_ids:
-            racks[at] = count
-        spread = spread_scores(zones[arrays.zone[slots]], racks[arrays.rack[slots]], domains.max_zone,
-                               domains.max_rack)
+        spread = spread_scores(zones[arrays.zone[slots]], racks[arrays.rack[slots]], max_zone, max_rack)
         return combine_many(resource, spread, prod)
 
     def rank(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> Ranking:
@@ -617,18 +606,81 @@ class Scheduler:
 
     def schedule(self, pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | None = None) -> Decision:
         """Filter, score the feasible nodes, pick the best (ties: first examined)."""
-        filtered, column, slots, feasible = self._filter(pod, snapshot, node_names)
-        verdicts = filtered.all_verdicts() if filtered.unexamined else filtered.verdicts
-        if not feasible:
+        examined = self._examine(pod, snapshot, node_names)
+        verdicts: Mapping[str, Verdict] = examined.verdicts
+        if self.list_unexamined and len(verdicts) < examined.total:
+            verdicts = self.filter_result(examined).all_verdicts()
+        slots = examined.feasible
+        if not len(slots):
             return Decision(pod.key, None, {}, verdicts)
         # Ranking the feasible nodes reads the results filter just kept: all hits.
-        self._count(len(feasible), 0)
-        scores = self._scores(pod, snapshot, snapshot.arrays(), slots, column.resource[slots])
+        self._count(len(slots), 0)
+        scores = self._scores(pod, snapshot, examined.arrays, slots, examined.column.resource[slots])
         best = int(np.argmax(scores))
-        wired = (np.minimum(scores, MAX_SCORE) * _WIRE_SCALE + 0.5).astype(np.int64)  # `wire_score`, per node
-        wire = dict(zip(feasible, wired.tolist(), strict=True))
-        wire[feasible[best]] = MAX_SCORE
-        return Decision(pod.key, feasible[best], wire, verdicts)
+        names = examined.verdicts.given_names()
+        pick = examined.arrays.table.names[int(slots[best])] if names is None else examined.feasible_names()[best]
+        return Decision(pod.key, pick, _WireScores(examined, scores, best), verdicts)
+
+    def filter_result(self, examined: _Pass) -> FilterResult:
+        verdicts = examined.verdicts
+        reasons = _Reasons(verdicts)
+        feasible = tuple(examined.feasible_names())
+        if self.list_unexamined and len(verdicts) < examined.total:
+            seen = set(verdicts.names())
+            every = examined.arrays.table.names if examined.names is None else examined.names
+            return FilterResult(feasible, reasons, verdicts, tuple([n for n in every if n not in seen]))
+        return FilterResult(feasible, reasons, verdicts)
+
+
+@dataclass(slots=True)
+class _Pass:
+    """What examining the candidates found: the verdicts, the fitting nodes' slots (in order)."""
+
+    arrays: NodeArrays
+    column: _Column
+    verdicts: _Examined
+    feasible: Ints
+    fits: Bools
+    names: list[str] | None  # the candidates as given (None: the whole cell)
+    total: int
+    _feasible_names: list[str] | None = None
+
+    def feasible_names(self) -> list[str]:
+        if self._feasible_names is None:
+            examined = self.verdicts.given_names()
+            if examined is None:
+                table = self.arrays.table.names
+                self._feasible_names = [table[slot] for slot in self.feasible.tolist()]
+            else:
+                self._feasible_names = [name for name, fit in zip(examined, self.fits.tolist(), strict=True) if fit]
+        return self._feasible_names
+
+
+class _WireScores(Mapping[str, int]):
+    """`Ranking.wire` of the feasible nodes, worked out when read: the pick 10, the others 0..9."""
+
+    def __init__(self, examined: _Pass, scores: Floats, best: int) -> None:
+        self._examined = examined
+        self._scores = scores
+        self._best = best
+        self._wired: dict[str, int] | None = None
+
+    def _all(self) -> dict[str, int]:
+        if self._wired is None:
+            names = self._examined.feasible_names()
+            wired = (np.minimum(self._scores, MAX_SCORE) * _WIRE_SCALE + 0.5).astype(np.int64)  # `wire_score`
+            self._wired = dict(zip(names, wired.tolist(), strict=True))
+            self._wired[names[self._best]] = MAX_SCORE
+        return self._wired
+
+    def __getitem__(self, name: str) -> int:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
 
 
 _FIRST_RUN = 256  # candidates looked up at once before the run doubles (relaxed randomization)
