@@ -274,7 +274,7 @@ class Simulation:
         return choice
 
     def _schedule_one(self, pod: PodInfo) -> None:
-        memo_key = (self.scheduler.classify(pod), pod.priority)
+        memo_key = (self.scheduler.class_of(pod), pod.priority)
         known = self._failed.get(memo_key)
         if known is not None:
             self.stats.memo_hits += 1

@@ -8,11 +8,11 @@ capacity. Members' use is counted inside their instance, not on top of it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from scheduler_ext.policy.model import AllocInfo, CellSnapshot, NodeInfo, PodInfo
-from scheduler_ext.policy.resources import Resources
+from scheduler_ext.policy.resources import ZERO, Resources
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,10 @@ class Reservation:
     @property
     def reserved(self) -> Resources:
         """Members that overflow their instance (admitted before the alloc existed) still count."""
-        return _max(self.alloc.resources, self.members_use)
+        use = self.members_use
+        if not use.cpu and not use.memory:
+            return self.alloc.resources  # no member here yet (every instance just placed)
+        return _max(self.alloc.resources, use)
 
     @property
     def remaining(self) -> Resources:
@@ -66,8 +69,11 @@ class NodeLedger:
 
     @property
     def reserved(self) -> Resources:
-        total = Resources()
-        for reservation in self.reservations:
+        reservations = self.reservations
+        if len(reservations) == 1:
+            return reservations[0].reserved
+        total = ZERO
+        for reservation in reservations:
             total = total + reservation.reserved
         return total
 
@@ -90,6 +96,8 @@ def ledger(node: NodeInfo, allocs: Iterable[AllocInfo], without: frozenset[str] 
     if not allocs and not without:
         # No reservation on the node (the common case): its pods' sum is already known.
         return NodeLedger(node=node, ordinary=node.requested, reservations=())
+    if not node.pods:
+        return NodeLedger(node=node, ordinary=ZERO, reservations=tuple(Reservation(a, ZERO) for a in allocs))
     keys = {alloc.key for alloc in allocs}
     ordinary_cpu = ordinary_mem = 0
     members: dict[str, list[int]] = {key: [0, 0] for key in keys}
@@ -123,6 +131,13 @@ def _selector_mismatch(pod: PodInfo, node: NodeInfo) -> list[str]:
 def check_node(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo,
                without: frozenset[str] = frozenset()) -> Verdict:
     """Whether `pod` fits on `node` (pods with uids in `without` treated as gone, for preemption)."""
+    return node_verdict(pod, node, snapshot.allocs_on(node.name), snapshot.allocs, without)
+
+
+def node_verdict(pod: PodInfo, node: NodeInfo, allocs_here: tuple[AllocInfo, ...], allocs: Mapping[str, AllocInfo],
+                 without: frozenset[str] = frozenset()) -> Verdict:
+    """`check_node` given what it reads of the snapshot: the allocs placed on the node, and all allocs
+    (so that a verdict can be worked out after the snapshot has moved on)."""
     reasons: list[str] = []
     if node.unschedulable:
         reasons.append("node is cordoned (unschedulable)")
@@ -131,7 +146,7 @@ def check_node(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo,
     pod_count = sum(1 for p in node.pods if p.uid not in without) if without else len(node.pods)
     if pod_count + 1 > node.max_pods:
         reasons.append(f"too many pods: {pod_count} of {node.max_pods} slots used")
-    books = node_ledger(snapshot, node, without)
+    books = ledger(node, allocs_here, without)
     alloc_key = pod.alloc
     if alloc_key is None:
         free = books.free
@@ -144,7 +159,7 @@ def check_node(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo,
             return Verdict(False, tuple(reasons), resolvable)
         return Verdict(True, (f"fits: {pod.requests} requested, {free} free",))
 
-    alloc = snapshot.allocs.get(alloc_key)
+    alloc = allocs.get(alloc_key)
     if alloc is None:
         reasons.append(f"member of alloc {alloc_key}, which does not exist")
         return Verdict(False, tuple(reasons), resolvable=False)
@@ -166,6 +181,28 @@ def check_node(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo,
     return Verdict(True, (f"fits in alloc {alloc_key}: {pod.requests} requested, {remaining} left in instance",))
 
 
+def node_fits(pod: PodInfo, node: NodeInfo, allocs_here: tuple[AllocInfo, ...],
+              allocs: Mapping[str, AllocInfo]) -> bool:
+    """`node_verdict(...).fits` without writing the reasons (the scheduler's hot path; a verdict is
+    worked out when someone reads it). The same checks in the same order; a test holds them together."""
+    if node.unschedulable or len(node.pods) + 1 > node.max_pods:
+        return False
+    labels = node.labels
+    for key, value in pod.node_selector.items():
+        if labels.get(key) != value:
+            return False
+    books = ledger(node, allocs_here)
+    requests = pod.requests
+    alloc_key = pod.alloc
+    if alloc_key is None:
+        return requests.fits_in(books.free)
+    reservation = books.reservation_for(alloc_key) if allocs.get(alloc_key) is not None else None
+    if reservation is None:
+        return False
+    remaining = reservation.remaining
+    return requests.fits_in(remaining) and requests.fits_in(books.free + remaining)
+
+
 def alloc_instance_fits(alloc: AllocInfo, snapshot: CellSnapshot, node: NodeInfo) -> Verdict:
     """Whether a new instance of `alloc` fits on `node` (A1: it must fit beside everything else)."""
     reasons: list[str] = []
@@ -174,11 +211,11 @@ def alloc_instance_fits(alloc: AllocInfo, snapshot: CellSnapshot, node: NodeInfo
     for key, value in alloc.node_selector.items():
         if node.labels.get(key) != value:
             reasons.append(f"node selector {key}={value} does not match")
-    others = tuple(a for a in snapshot.allocs_on(node.name) if a.key != alloc.key)
+    here = snapshot.allocs_on(node.name)
+    others = tuple(a for a in here if a.key != alloc.key) if here else here
     # Book the node as if the instance were already there: members running here fall inside it.
     books = ledger(node, (*others, alloc))
-    shortfall = books.committed.shortfall(node.allocatable)
-    if shortfall:
+    if not books.committed.fits_in(node.allocatable):
         free = ledger(node, others).free
         reasons.append(f"instance needs {alloc.resources}, node has {free} free")
     if reasons:

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from scheduler_ext.policy.bands import PRIORITY_CLASSES, Band
+from scheduler_ext.policy.columnar import Ints, NodeArrays
 from scheduler_ext.policy.resources import Resources, parse_cpu, parse_memory
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
@@ -193,7 +196,19 @@ class NodeInfo:
         return NodeInfo(self.name, self.allocatable, self.labels, tuple(pods), self.max_pods, self.unschedulable)
 
     def with_pod(self, pod: PodInfo) -> NodeInfo:
-        return self.with_pods((*self.pods, pod))
+        """The node with one more pod: the derived fields are adjusted, not recounted over its pods
+        (a pass binds 100,000 pods one at a time)."""
+        node = object.__new__(NodeInfo)
+        for name in ("name", "allocatable", "labels", "max_pods", "unschedulable", "zone", "rack"):
+            object.__setattr__(node, name, getattr(self, name))
+        object.__setattr__(node, "pods", (*self.pods, pod))
+        requested, requests = self.requested, pod.requests
+        object.__setattr__(node, "requested", Resources(requested.cpu + requests.cpu,
+                                                        requested.memory + requests.memory))
+        counts = dict(self.job_counts)
+        counts[pod.owner] = counts.get(pod.owner, 0) + 1
+        object.__setattr__(node, "job_counts", MappingProxyType(counts))
+        return node
 
     def without_pods(self, uids: frozenset[str] | set[str]) -> NodeInfo:
         return self.with_pods(p for p in self.pods if p.uid not in uids)
@@ -292,11 +307,12 @@ class CellSnapshot:
     snapshots let the score cache know that no reservation changed (see `scheduler.PolicyCache`).
     """
 
-    __slots__ = ("_allocs_by_node", "_domains", "_pods_by_uid", "allocs", "nodes")
+    __slots__ = ("_allocs_by_node", "_arrays", "_domains", "_pods_by_uid", "allocs", "nodes")
 
     nodes: Mapping[str, NodeInfo]
     allocs: Mapping[str, AllocInfo]
     _allocs_by_node: dict[str, tuple[AllocInfo, ...]] | None
+    _arrays: NodeArrays | None
     _domains: dict[str, DomainCounts]
     _pods_by_uid: dict[str, PodInfo] | None
 
@@ -308,6 +324,7 @@ class CellSnapshot:
         object.__setattr__(self, "nodes", MappingProxyType(node_map))
         object.__setattr__(self, "allocs", alloc_map)
         object.__setattr__(self, "_allocs_by_node", None)
+        object.__setattr__(self, "_arrays", None)
         object.__setattr__(self, "_domains", {})
         object.__setattr__(self, "_pods_by_uid", None)
 
@@ -317,9 +334,13 @@ class CellSnapshot:
         """A successor of `previous` where only the nodes named in `changed` differ.
 
         The per-job domain counts of recently used jobs are carried over and adjusted for the
-        changed nodes instead of being recounted over the whole cell.
+        changed nodes instead of being recounted over the whole cell, and so are the node columns
+        (`arrays`), with only the changed slots rewritten.
         """
         snapshot = cls(nodes, allocs)
+        changed = list(changed)
+        if previous._arrays is not None:
+            object.__setattr__(snapshot, "_arrays", previous._arrays.derived(snapshot.nodes, changed))
         versions = [(previous.nodes.get(name), snapshot.nodes.get(name)) for name in changed]
         # Only jobs whose count changed on a changed node need new counts; the rest are shared.
         touched: set[str] = set()
@@ -364,6 +385,10 @@ class CellSnapshot:
 
     def allocs_on(self, node: str) -> tuple[AllocInfo, ...]:
         """Allocs with an instance placed on `node`."""
+        return self.allocs_index().get(node, ())
+
+    def allocs_index(self) -> Mapping[str, tuple[AllocInfo, ...]]:
+        """Node name -> allocs with an instance there (only nodes that hold one), built on first use."""
         index = self._allocs_by_node
         if index is None:
             built: dict[str, list[AllocInfo]] = {}
@@ -372,7 +397,16 @@ class CellSnapshot:
                     built.setdefault(instance.node, []).append(alloc)
             index = {name: tuple(allocs) for name, allocs in built.items()}
             object.__setattr__(self, "_allocs_by_node", index)
-        return index.get(node, ())
+        return index
+
+    def arrays(self) -> NodeArrays:
+        """The nodes as columns (`columnar.NodeArrays`), built on first use (O(nodes) once; a derived
+        snapshot copies its predecessor's instead)."""
+        arrays = self._arrays
+        if arrays is None:
+            arrays = NodeArrays.build(self.nodes)
+            object.__setattr__(self, "_arrays", arrays)
+        return arrays
 
     def job_domains(self, job: str) -> DomainCounts:
         """Per-zone and per-rack pod counts of one job, memoized per snapshot."""
@@ -390,6 +424,21 @@ class CellSnapshot:
         result = DomainCounts.of(zones, racks)
         self._domains[job] = result
         return result
+
+    def job_spread(self, job: str) -> tuple[Ints, Ints, int, int]:
+        """`job_domains(job)` as arrays over the node table's zone and rack ids (`arrays().table`):
+        the job's pod count per zone, per rack, and the largest of each (0: no pod of the job runs)."""
+        domains = self.job_domains(job)
+        table = self.arrays().table
+        zone_ids = [(table.zone_id(zone), count) for zone, count in domains.zones.items()]
+        rack_ids = [(table.rack_id(rack), count) for rack, count in domains.racks.items()]
+        zones = np.zeros(len(table.zones), dtype=np.int64)
+        racks = np.zeros(len(table.racks), dtype=np.int64)
+        for at, count in zone_ids:
+            zones[at] = count
+        for at, count in rack_ids:
+            racks[at] = count
+        return zones, racks, domains.max_zone, domains.max_rack
 
     def pods(self) -> Iterable[PodInfo]:
         for node in self.nodes.values():
@@ -417,4 +466,7 @@ class CellSnapshot:
         return self.with_nodes(self.nodes[node].with_pod(bound))
 
     def with_allocs(self, allocs: Iterable[AllocInfo]) -> CellSnapshot:
-        return CellSnapshot(self.nodes, allocs)
+        snapshot = CellSnapshot(self.nodes, allocs)
+        if type(self) is CellSnapshot:  # the same nodes, and a snapshot's arrays never change (a CellState's do)
+            object.__setattr__(snapshot, "_arrays", self._arrays)
+        return snapshot

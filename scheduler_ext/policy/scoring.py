@@ -12,12 +12,18 @@ equally packed nodes are told apart by the job's spread.
 
 The resource part depends only on (pod shape, node state) and is what the score cache keeps; the
 spread part depends on where the job's other pods are and is recomputed from the snapshot.
+`resource_scores`, `spread_scores` and `combine_many` are the same formulas over arrays of nodes,
+written operation for operation as the scalar ones so that the floats are bit-identical (the
+scheduler's columns use them; a property test holds the two together).
 Scores are floats: rounding to kube-scheduler's 0..10 integers happens once, at the wire
 (`scheduler.Ranking`), so nothing is lost in between.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
+from scheduler_ext.policy.columnar import Floats, Ints
 from scheduler_ext.policy.feasibility import NodeLedger, node_ledger
 from scheduler_ext.policy.model import CellSnapshot, DomainCounts, NodeInfo, PodInfo
 
@@ -39,9 +45,19 @@ def resource_score(pod: PodInfo, books: NodeLedger) -> float:
     if pod.alloc is None or books.reservation_for(pod.alloc) is None:
         after = after + pod.requests
     # A member lands inside a reservation already counted in `committed`.
-    used = (_ratio(after.cpu, allocatable.cpu) + _ratio(after.memory, allocatable.memory)) / 2
-    fraction = 1.0 - used if pod.band.is_prod else used
+    return _after_score(after.cpu, after.memory, allocatable.cpu, allocatable.memory, pod.band.is_prod)
+
+
+def _after_score(after_cpu: int, after_mem: int, cap_cpu: int, cap_mem: int, prod: bool) -> float:
+    used = (_ratio(after_cpu, cap_cpu) + _ratio(after_mem, cap_mem)) / 2
+    fraction = 1.0 - used if prod else used
     return MAX_SCORE * fraction
+
+
+def plain_resource_score(cpu: int, memory: int, prod: bool, node: NodeInfo) -> float:
+    """`resource_score` of a pod that is not an alloc member, on a node without reservations."""
+    allocatable, requested = node.allocatable, node.requested
+    return _after_score(requested.cpu + cpu, requested.memory + memory, allocatable.cpu, allocatable.memory, prod)
 
 
 def spread_score(domains: DomainCounts, node: NodeInfo) -> float:
@@ -70,3 +86,33 @@ def score_node(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo) -> float:
     """The uncached score of one node for one pod (the pod is assumed to fit)."""
     return combine(resource_score(pod, node_ledger(snapshot, node)),
                    spread_score(snapshot.job_domains(pod.owner), node), pod.band.is_prod)
+
+
+def _ratios(part: Ints, whole: Ints) -> Floats:
+    """`_ratio` per node: int64 / int64 is the same correctly rounded division as Python's int / int."""
+    out = np.ones(len(part), dtype=np.float64)
+    np.divide(part, whole, out=out, where=whole > 0)
+    return np.minimum(out, 1.0, out=out)
+
+
+def resource_scores(cpu: int, memory: int, prod: bool, cap_cpu: Ints, cap_mem: Ints, used_cpu: Ints,
+                    used_mem: Ints) -> Floats:
+    """`plain_resource_score` on many nodes, given as columns (`_after_score` op for op)."""
+    used = (_ratios(used_cpu + cpu, cap_cpu) + _ratios(used_mem + memory, cap_mem)) / 2
+    fraction = 1.0 - used if prod else used
+    return MAX_SCORE * fraction
+
+
+def spread_scores(zone_counts: Ints, rack_counts: Ints, max_zone: int, max_rack: int) -> Floats:
+    """`spread_score` per node, given the job's count in each node's zone and rack (max_zone > 0)."""
+    zone_part = 1.0 - zone_counts / max_zone
+    rack_part = 1.0 - rack_counts / max_rack
+    spread: Floats = MAX_SCORE * (ZONE_WEIGHT * zone_part + RACK_WEIGHT * rack_part) / (ZONE_WEIGHT + RACK_WEIGHT)
+    return spread
+
+
+def combine_many(resource: Floats, spread: Floats | float, prod: bool) -> Floats:
+    """`combine` per node."""
+    weight = spread_weight(prod)
+    combined: Floats = (1.0 - weight) * resource + weight * spread
+    return combined
