@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         found = []
         for name in names:
             try:
-                found.append(api_client.sanitize_for_serialization(core.read_node(name)))
+                found.append(api_client.sanitize_for_serialization(core.read_node(name, _request_timeout=2)))
             except k8s.ApiException as exc:
                 if exc.status != 404:
                     raise

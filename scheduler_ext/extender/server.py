@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -29,6 +30,12 @@ from scheduler_ext.policy.scheduler import NOT_EXAMINED, FilterResult, PolicyCac
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Unknown node names (see ExtenderServer._learn_unknown_nodes).
+ABSENT_TTL = 30.0
+ABSENT_MAX = 4096
+LOOKUPS_PER_REQUEST = 8
+_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a DNS subdomain, as node names are
 
 
 # Reads named nodes from the API (as plain manifests; nodes that do not exist are left out).
@@ -197,6 +204,7 @@ class ExtenderServer:
         self.metrics = metrics
         self.evictions = evictions or Evictions()
         self._ahead: _Ahead | None = None
+        self._absent: dict[str, float] = {}  # node name -> until when the API is not asked about it again
         # kube-scheduler sends the same pod to filter and then prioritize: convert it once.
         self._pod_infos: OrderedDict[tuple[str, str], PodInfo] = OrderedDict()
 
@@ -267,14 +275,44 @@ class ExtenderServer:
 
     async def _learn_unknown_nodes(self, names: list[str]) -> None:
         """kube-scheduler can see a new node before this cache's watch does: read such nodes from the API
-        instead of calling them unfit (which would steer a whole burst away from them)."""
+        instead of calling them unfit (which would steer a whole burst away from them).
+
+        Each unknown name is looked up once: a name the API does not know is remembered as absent
+        for `ABSENT_TTL` (the watch adds the node if it appears meanwhile), names that cannot be node
+        names are never looked up, and one request looks up at most `LOOKUPS_PER_REQUEST` names. So a
+        body full of made-up names costs one round trip, not one per name and per request.
+        """
         if self.read_nodes is None:
             return
         known = self.source.snapshot().nodes
-        unknown = [name for name in names if name not in known]
+        now = time.monotonic()
+        unknown = []
+        for name in names:
+            if name in known or name in unknown:
+                continue
+            absent_until = self._absent.get(name)
+            if absent_until is not None and absent_until > now:
+                continue
+            if not _NODE_NAME.fullmatch(name):
+                continue
+            unknown.append(name)
+            if len(unknown) == LOOKUPS_PER_REQUEST:
+                break
         if not unknown:
             return
-        for manifest in await asyncio.to_thread(self.read_nodes, unknown):
+        for name in unknown:
+            self._absent[name] = now + ABSENT_TTL  # also while the lookup runs: concurrent requests skip it
+        if len(self._absent) > ABSENT_MAX:
+            expired = [n for n, until in self._absent.items() if until <= now]
+            for name in expired or list(self._absent)[:ABSENT_MAX // 2]:
+                del self._absent[name]
+        try:
+            found = await asyncio.to_thread(self.read_nodes, unknown)
+        except Exception as exc:  # the API is slow or down: judge with what the cache knows
+            log.warning("looking up nodes %s failed: %s", ", ".join(unknown), exc)
+            return
+        for manifest in found:
+            self._absent.pop(str((manifest.get("metadata") or {}).get("name", "")), None)
             self.source.apply("nodes", "ADDED", manifest)
 
     async def prioritize(self, request: web.Request) -> web.Response:
