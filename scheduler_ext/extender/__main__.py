@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from aiohttp import web
-from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from scheduler_ext.extender.cache import ClusterCache, start_reflectors
 from scheduler_ext.extender.server import create_app
+from scheduler_ext.kube import names
+from scheduler_ext.kube.client import RawClient
 
 PROG = "scheduler_ext.extender"
 
@@ -56,18 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     sys.setswitchinterval(0.0005)
     cache = ClusterCache()
     stop = threading.Event()
-    start_reflectors(cache, api_client, stop)
-    core = k8s.CoreV1Api(api_client)
+    raw = RawClient(api_client)
+    start_reflectors(cache, raw, stop)
 
-    def read_nodes(names: list[str]) -> list[dict[str, Any]]:
-        found = []
-        for name in names:
-            try:
-                found.append(api_client.sanitize_for_serialization(core.read_node(name, _request_timeout=2)))
-            except k8s.ApiException as exc:
-                if exc.status != 404:
-                    raise
-        return found
+    def read_nodes(wanted: list[str]) -> list[dict[str, Any]]:
+        found = (raw.get_or_none(names.NODES.object_path(name=name), timeout=2.0) for name in wanted)
+        return [node for node in found if node is not None]
 
     app = create_app(cache, enough_feasible=args.enough_feasible, read_nodes=read_nodes)
     try:

@@ -1,9 +1,9 @@
 """The extender's own view of the cell (nodeCacheCapable): nodes, bound pods and Allocs, fed by
 list+watch, handed to the policy as immutable snapshots.
 
-`ClusterCache` is the event handling (no I/O; tests feed it events). `Reflector` threads do the
-list/watch with the official client, decoding the raw stream with msgspec (only the fields the
-policy reads), keep the resourceVersion, and re-list after a 410 Gone.
+`ClusterCache` is the event handling (no I/O; tests feed it events). Reflector threads
+(`scheduler_ext.kube.reflector`) do the list/watch and hand the raw bodies to the cache, which
+decodes them with msgspec (only the fields the policy reads).
 
 Snapshots are cheap: a changed node gets a new `NodeInfo`; unchanged ones are shared, so the
 policy's score cache stays valid for them. Updates that change nothing the policy reads (a pod
@@ -27,24 +27,26 @@ from types import MappingProxyType
 from typing import Any
 
 import msgspec
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
 from scheduler_ext.extender import wire
+from scheduler_ext.kube import names
+from scheduler_ext.kube.errors import APIGoneError
+from scheduler_ext.kube.reflector import ListWatch, Reflector, Transport, apply_line
 from scheduler_ext.policy.model import TERMINAL_PHASES, AllocInfo, CellSnapshot, NodeInfo, PodInfo
 
 log = logging.getLogger(__name__)
 
 NODES, PODS, ALLOCS = "nodes", "pods", "allocs"
 KINDS = (NODES, PODS, ALLOCS)
-ALLOC_GROUP, ALLOC_VERSION, ALLOC_PLURAL = "cell.distos.dev", "v1alpha1", "allocs"
 # Only pods that hold node resources: bound and not finished. Leaving the selector is a DELETED event.
 BOUND_ACTIVE_PODS = "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"
-
-
-class WatchExpired(Exception):
-    """The watch's resourceVersion is too old (410 Gone): list again."""
+LIST_WATCHES = {
+    NODES: ListWatch(names.NODES),
+    PODS: ListWatch(names.PODS, field_selector=BOUND_ACTIVE_PODS),
+    # No Alloc CRD (yet), or no right to read it: nothing is reserved; look again later.
+    ALLOCS: ListWatch(names.ALLOCS, absent_on=frozenset({403, 404})),
+}
+WatchExpired = APIGoneError  # the watch's resourceVersion is too old (410 Gone): list again
 
 
 def _pod_fingerprint(pod: PodInfo) -> tuple[object, ...]:
@@ -61,8 +63,6 @@ def _alloc_fingerprint(alloc: AllocInfo) -> tuple[object, ...]:
             tuple(sorted(alloc.node_selector.items())))
 
 
-_meta_decoder = msgspec.json.Decoder(wire.Node)  # any object: only metadata is read
-_event_decoder = msgspec.json.Decoder(wire.WatchEvent)
 _object_decoders: dict[str, msgspec.json.Decoder[Any]] = {
     NODES: msgspec.json.Decoder(wire.Node),
     PODS: msgspec.json.Decoder(wire.Pod),
@@ -330,21 +330,13 @@ class ClusterCache:
 
     def handle_watch_line(self, kind: str, line: str | bytes) -> str | None:
         """One watch stream line; returns the new resourceVersion (None for an empty line)."""
-        if not line:
-            return None
-        event = _event_decoder.decode(line)
-        if event.type == "ERROR":
-            status = msgspec.json.decode(event.object)
-            if isinstance(status, dict) and status.get("code") == 410:
-                raise WatchExpired(status.get("message", "resource version too old"))
-            message = status.get("message") if isinstance(status, dict) else status
-            raise ApiException(status=status.get("code", 500) if isinstance(status, dict) else 500,
-                               reason=f"watch error: {message}")
-        if event.type == "BOOKMARK":
-            return _meta_decoder.decode(event.object).metadata.resource_version or None
-        obj = _object_decoders[kind].decode(event.object)
+        return apply_line(self.sink(kind), line, f"watch {kind}")
+
+    def handle_event(self, kind: str, event_type: str, raw_obj: bytes) -> str | None:
+        """One watch event's object (raw JSON); returns its resourceVersion."""
+        obj = _object_decoders[kind].decode(raw_obj)
         raw = _raw_key(kind, obj)
-        if raw is not None and event.type == "MODIFIED":
+        if raw is not None and event_type == "MODIFIED":
             # Most updates are status noise (a pod turning Ready, a node heartbeat): when nothing the
             # policy reads changed, skip building the policy's view of the object again.
             with self._lock:
@@ -353,13 +345,33 @@ class ClusterCache:
                     return obj.metadata.resource_version or None
         manifest = _manifest(obj)
         with self._lock:
-            self._apply(kind, event.type, manifest)
+            self._apply(kind, event_type, manifest)
             if raw is not None:
-                if event.type == "DELETED":
+                if event_type == "DELETED":
                     self._raw.pop(raw[0], None)
                 else:
                     self._raw[raw[0]] = raw[1]
         return str((manifest.get("metadata") or {}).get("resourceVersion", "")) or None
+
+    def sink(self, kind: str) -> KindSink:
+        """What a reflector of `kind` hands its bodies to."""
+        return KindSink(self, kind)
+
+
+class KindSink:
+    """One kind of the cache as a reflector's sink (`scheduler_ext.kube.reflector.Sink`)."""
+
+    def __init__(self, cache: ClusterCache, kind: str) -> None:
+        self.cache, self.kind = cache, kind
+
+    def replace(self, body: bytes) -> str:
+        return self.cache.handle_list(self.kind, body)
+
+    def event(self, event_type: str, obj: bytes) -> str | None:
+        return self.cache.handle_event(self.kind, event_type, obj)
+
+    def absent(self) -> None:
+        self.cache.mark_absent(self.kind)
 
 
 def _raw_key(kind: str, obj: object) -> tuple[str, tuple[object, ...]] | None:
@@ -381,85 +393,13 @@ def _alloc_key(manifest: Mapping[str, Any]) -> str:
     return f"{meta.get('namespace') or 'default'}/{meta.get('name', '')}"
 
 
-class Reflector(threading.Thread):
-    """List, then watch from the list's resourceVersion; re-list on 410 Gone or a broken stream."""
-
-    def __init__(self, cache: ClusterCache, kind: str, api_client: k8s.ApiClient, stop: threading.Event,
-                 watch_timeout: int = 300, absent_retry: float = 30.0) -> None:
-        super().__init__(name=f"reflector-{kind}", daemon=True)
-        self.cache = cache
-        self.kind = kind
-        self.stop = stop
-        self.watch_timeout = watch_timeout
-        self.absent_retry = absent_retry
-        core = k8s.CoreV1Api(api_client)
-        custom = k8s.CustomObjectsApi(api_client)
-        calls: dict[str, Callable[..., Any]] = {
-            NODES: core.list_node,
-            PODS: lambda **kw: core.list_pod_for_all_namespaces(field_selector=BOUND_ACTIVE_PODS, **kw),
-            ALLOCS: lambda **kw: custom.list_cluster_custom_object(ALLOC_GROUP, ALLOC_VERSION, ALLOC_PLURAL, **kw),
-        }
-        self._call = calls[kind]
-
-    def run(self) -> None:
-        failures = 0
-        while not self.stop.is_set():
-            try:
-                resource_version = self._list()
-                failures = 0
-                self._watch(resource_version)
-            except WatchExpired:
-                log.info("%s: watch expired, listing again", self.kind)
-            except ApiException as exc:
-                if exc.status == 410:
-                    log.info("%s: resource version gone, listing again", self.kind)
-                    continue
-                if exc.status in (403, 404) and self.kind == ALLOCS:
-                    # No Alloc CRD (yet), or no right to read it: nothing is reserved; look again later.
-                    if self.cache.allocs_available is not False:
-                        level = logging.INFO if exc.status == 404 else logging.ERROR
-                        log.log(level, "allocs: %s/%s %s not readable (%s); treating as none", ALLOC_GROUP,
-                                ALLOC_VERSION, ALLOC_PLURAL, exc.status)
-                    self.cache.mark_absent(ALLOCS)
-                    self.stop.wait(self.absent_retry)
-                    continue
-                failures += 1
-                log.warning("%s: API error %s %s", self.kind, exc.status, exc.reason)
-                self.stop.wait(min(2.0**failures, 30.0))
-            except Exception as exc:  # a broken stream or a decode error: start over
-                failures += 1
-                log.warning("%s: %s: %s", self.kind, type(exc).__name__, exc)
-                self.stop.wait(min(2.0**failures, 30.0))
-
-    def _list(self) -> str:
-        resp = self._call(_preload_content=False, _request_timeout=60)
-        try:
-            return self.cache.handle_list(self.kind, resp.data)
-        finally:
-            resp.release_conn()
-
-    def _watch(self, resource_version: str) -> None:
-        started = time.monotonic()
-        while not self.stop.is_set():
-            resp = self._call(watch=True, resource_version=resource_version, allow_watch_bookmarks=True,
-                              timeout_seconds=self.watch_timeout, _preload_content=False,
-                              _request_timeout=(10, self.watch_timeout + 30))
-            try:
-                for line in iter_resp_lines(resp):
-                    newer = self.cache.handle_watch_line(self.kind, line)
-                    if newer:
-                        resource_version = newer
-                    if self.stop.is_set():
-                        return
-            finally:
-                resp.close()
-                resp.release_conn()
-            log.debug("%s: watch ended after %.0fs; resuming at %s", self.kind, time.monotonic() - started,
-                      resource_version)
+def reflector(cache: ClusterCache, kind: str, transport: Transport, stop: threading.Event,
+              absent_retry: float = 30.0) -> Reflector:
+    return Reflector(transport, LIST_WATCHES[kind], cache.sink(kind), stop, absent_retry=absent_retry)
 
 
-def start_reflectors(cache: ClusterCache, api_client: k8s.ApiClient, stop: threading.Event) -> list[Reflector]:
-    reflectors = [Reflector(cache, kind, api_client, stop) for kind in KINDS]
-    for reflector in reflectors:
-        reflector.start()
+def start_reflectors(cache: ClusterCache, transport: Transport, stop: threading.Event) -> list[Reflector]:
+    reflectors = [reflector(cache, kind, transport, stop) for kind in KINDS]
+    for one in reflectors:
+        one.start()
     return reflectors

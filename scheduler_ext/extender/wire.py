@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from scheduler_ext.kube import reflector
 from scheduler_ext.policy.model import PodInfo
 from scheduler_ext.policy.resources import QuantityError
 
@@ -101,11 +102,7 @@ class CustomObjectList(msgspec.Struct):
     items: list[dict[str, Any]] | None = None
 
 
-class WatchEvent(msgspec.Struct):
-    """One line of a watch stream; `object` is decoded by kind afterwards (an ERROR carries a Status)."""
-
-    type: str
-    object: msgspec.Raw
+WatchEvent = reflector.WatchEvent  # one line of a watch stream (the benchmarks decode them too)
 
 
 # --- The extender protocol (Go field names) -------------------------------------------------------

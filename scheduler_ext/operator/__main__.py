@@ -11,6 +11,8 @@ from typing import Any, NoReturn
 import kopf
 from kubernetes import client
 
+from scheduler_ext.kube.client import RawClient
+
 # Importing the resource modules registers their handlers with kopf's default registry.
 from scheduler_ext.operator import allocs, bandquota, charges  # noqa: F401
 from scheduler_ext.operator.connection import connection_info, load_configuration
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         clusterwide=True,
         standalone=True,  # one operator per cell: no peering objects needed
         liveness_endpoint=f"http://127.0.0.1:{args.health_port}/healthz",
-        memo=kopf.Memo(api=client.ApiClient(configuration)),
+        memo=kopf.Memo(api=RawClient(client.ApiClient(configuration))),
     )
 
 

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+import msgspec
 
+from scheduler_ext.kube.client import RawClient
+from scheduler_ext.kube.errors import APIConflictError, APINotFoundError, APITooManyRequestsError
+from scheduler_ext.kube.names import ALLOC_FINALIZER, ALLOC_LABEL, ALLOCS, NODES, PODS
 from scheduler_ext.policy.allocs import (
     PENDING,
     RESERVED,
@@ -44,17 +45,16 @@ from scheduler_ext.policy.allocs import (
     valid_instances,
     without_instances,
 )
-from scheduler_ext.policy.model import ALLOC_LABEL, AllocInfo, CellSnapshot, NodeInfo, PodInfo
+from scheduler_ext.policy.model import AllocInfo, CellSnapshot, NodeInfo, PodInfo
 
-GROUP, VERSION, PLURAL = "cell.distos.dev", "v1alpha1", "allocs"
-FINALIZER = "cell.distos.dev/alloc-protection"
+FINALIZER = ALLOC_FINALIZER
 SWEEP_INTERVAL = 5.0  # seconds between retries of unsettled allocs (A6)
 FULL_SWEEP_EVERY = 6  # every Nth sweep reconciles every alloc (vanished nodes, missed events)
 MACHINES_TTL = 1.0  # seconds a listing of nodes and pods serves further placements
 _CONFLICT_RERUNS = 5
 _TIMEOUT = 30
 _ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
-_METADATA_ONLY = {"Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"}
+_METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,6 @@ class Conflict(Exception):
 
 # --- reading and writing the cell (blocking; run in threads) -------------------------------------
 
-def _json(response: Any) -> Any:
-    try:
-        return json.loads(response.data)
-    finally:
-        response.release_conn()
-
-
 def _key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
@@ -83,86 +76,70 @@ def _split(key: str) -> tuple[str, str]:
     return namespace, name
 
 
-def get_alloc(api: client.ApiClient, namespace: str, name: str) -> Manifest | None:
-    try:
-        return dict(_json(client.CustomObjectsApi(api).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name, _preload_content=False, _request_timeout=_TIMEOUT)))
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
+def _items(api: RawClient, path: str, query: list[tuple[str, str]] | None = None,
+           accept: str = "application/json") -> list[Manifest]:
+    body = msgspec.json.decode(api.request("GET", path, query or [], timeout=_TIMEOUT, accept=accept))
+    return list(body.get("items") or [])
 
 
-def list_allocs(api: client.ApiClient) -> list[Manifest]:
-    response = client.CustomObjectsApi(api).list_cluster_custom_object(
-        GROUP, VERSION, PLURAL, _preload_content=False, _request_timeout=_TIMEOUT)
-    return list(_json(response).get("items") or [])
+def get_alloc(api: RawClient, namespace: str, name: str) -> Manifest | None:
+    found = api.get_or_none(ALLOCS.object_path(namespace, name), timeout=_TIMEOUT)
+    return dict(found) if found is not None else None
 
 
-def list_node_names(api: client.ApiClient) -> set[str]:
+def list_allocs(api: RawClient) -> list[Manifest]:
+    return _items(api, ALLOCS.path)
+
+
+def list_node_names(api: RawClient) -> set[str]:
     # Metadata only: a reconcile needs to know which nodes exist, not their status.
-    response = client.CoreV1Api(api).list_node(_preload_content=False, _request_timeout=_TIMEOUT,
-                                               _headers=_METADATA_ONLY)
-    return {item["metadata"]["name"] for item in _json(response).get("items") or []}
+    return {item["metadata"]["name"] for item in _items(api, NODES.path, accept=_METADATA_ONLY)}
 
 
-def list_nodes(api: client.ApiClient) -> list[Manifest]:
-    response = client.CoreV1Api(api).list_node(_preload_content=False, _request_timeout=_TIMEOUT)
-    return list(_json(response).get("items") or [])
+def list_nodes(api: RawClient) -> list[Manifest]:
+    return _items(api, NODES.path)
 
 
-def list_bound_pods(api: client.ApiClient, node: str | None = None) -> list[Manifest]:
+def list_bound_pods(api: RawClient, node: str | None = None) -> list[Manifest]:
     """Active pods bound to a node (to `node` only, when given)."""
     where = f"spec.nodeName={node}" if node else "spec.nodeName!="
-    response = client.CoreV1Api(api).list_pod_for_all_namespaces(
-        field_selector=f"{where},{_ACTIVE_PODS}", _preload_content=False, _request_timeout=_TIMEOUT)
-    return list(_json(response).get("items") or [])
+    return _items(api, PODS.path, [("fieldSelector", f"{where},{_ACTIVE_PODS}")])
 
 
-def list_members(api: client.ApiClient, namespace: str, name: str) -> list[Manifest]:
-    response = client.CoreV1Api(api).list_namespaced_pod(
-        namespace, label_selector=f"{ALLOC_LABEL}={name}", field_selector=_ACTIVE_PODS,
-        _preload_content=False, _request_timeout=_TIMEOUT)
-    return list(_json(response).get("items") or [])
+def list_members(api: RawClient, namespace: str, name: str) -> list[Manifest]:
+    return _items(api, PODS.object_path(namespace),
+                  [("labelSelector", f"{ALLOC_LABEL}={name}"), ("fieldSelector", _ACTIVE_PODS)])
 
 
-def _patch(api: client.ApiClient, obj: Manifest, body: Manifest, status: bool) -> Manifest:
+def _patch(api: RawClient, obj: Manifest, body: Manifest, status: bool) -> Manifest:
     """A merge patch carrying the resourceVersion read: the API server refuses it (409) if the
     Alloc changed since, so a decision made on a stale read is never written."""
     meta = obj["metadata"]
     body = {**body, "metadata": {**body.get("metadata", {}), "resourceVersion": meta["resourceVersion"]}}
-    custom = client.CustomObjectsApi(api)
-    call = custom.patch_namespaced_custom_object_status if status else custom.patch_namespaced_custom_object
+    path = ALLOCS.object_path(meta["namespace"], meta["name"], "status" if status else "")
     try:
-        return dict(_json(call(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body,
-                               _content_type="application/merge-patch+json", _preload_content=False,
-                               _request_timeout=_TIMEOUT)))
-    except ApiException as exc:
-        if exc.status in (404, 409):
-            raise Conflict(f"{exc.status} {exc.reason}") from None
-        raise
+        return dict(api.patch(path, body, timeout=_TIMEOUT))
+    except (APINotFoundError, APIConflictError) as exc:
+        raise Conflict(str(exc)) from None
 
 
-def write_status(api: client.ApiClient, obj: Manifest, status: Manifest) -> Manifest:
+def write_status(api: RawClient, obj: Manifest, status: Manifest) -> Manifest:
     return _patch(api, obj, {"status": status}, status=True)
 
 
-def write_finalizers(api: client.ApiClient, obj: Manifest, finalizers: list[str]) -> Manifest:
+def write_finalizers(api: RawClient, obj: Manifest, finalizers: list[str]) -> Manifest:
     return _patch(api, obj, {"metadata": {"finalizers": finalizers}}, status=False)
 
 
-def evict(api: client.ApiClient, namespace: str, name: str) -> bool:
+def evict(api: RawClient, namespace: str, name: str) -> bool:
     """Evict one pod; False when a PodDisruptionBudget refuses it for now (429)."""
-    body = client.V1Eviction(api_version="policy/v1", kind="Eviction",
-                             metadata=client.V1ObjectMeta(name=name, namespace=namespace))
+    body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
     try:
-        client.CoreV1Api(api).create_namespaced_pod_eviction(name, namespace, body, _request_timeout=_TIMEOUT)
-    except ApiException as exc:
-        if exc.status == 404:
-            return True  # already gone
-        if exc.status == 429:
-            return False
-        raise
+        api.json("POST", PODS.object_path(namespace, name, "eviction"), body=body, timeout=_TIMEOUT)
+    except APINotFoundError:
+        return True  # already gone
+    except APITooManyRequestsError:
+        return False
     return True
 
 
@@ -208,7 +185,7 @@ def _describe(placement: AllocPlacement) -> str:
 class AllocReconciler:
     """One reconcile per alloc at a time; placement one at a time across the cell."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: RawClient) -> None:
         self.api = api
         self.placement_lock = asyncio.Lock()
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -427,13 +404,13 @@ async def stop_sweep(**_: Any) -> None:
             await _sweeper
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL, id="alloc-reconcile")
+@kopf.on.event(*ALLOCS.selector, id="alloc-reconcile")
 async def on_alloc(name: str, namespace: str | None, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     if namespace and type != "DELETED":
         reconciler(memo).request(_key(namespace, name))
 
 
-@kopf.on.event("v1", "pods", labels={ALLOC_LABEL: kopf.PRESENT}, id="alloc-members")
+@kopf.on.event(*PODS.selector, labels={ALLOC_LABEL: kopf.PRESENT}, id="alloc-members")
 async def on_member(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     """A member came, moved or went: its alloc's status.instances[].used (and, if deleting, A5)."""
     alloc = labels.get(ALLOC_LABEL)

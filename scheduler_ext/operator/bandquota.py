@@ -15,14 +15,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
+from scheduler_ext.kube.client import RawClient
+from scheduler_ext.kube.errors import APIError, APINotFoundError
+from scheduler_ext.kube.names import BANDQUOTAS
 from scheduler_ext.operator.charges import CHARGED, charges_in
 from scheduler_ext.policy.quota import used_status
 from scheduler_ext.policy.workloads import usage_by_band
-
-GROUP, VERSION, PLURAL = "cell.distos.dev", "v1alpha1", "bandquotas"
 
 # Handlers are coroutines: a pod event costs a dict lookup and a small sum, not a thread hop.
 _locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -32,13 +31,13 @@ _written: dict[tuple[str, str], dict[str, Any]] = {}
 log = logging.getLogger(__name__)
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
+@kopf.index(*BANDQUOTAS.selector)
 async def band_quotas(name: str, namespace: str | None, status: kopf.Status, **_: Any) -> dict[str, Any] | None:
     """namespace -> (name, current status.used) of its BandQuota(s)."""
     return {namespace: (name, dict(status.get("used") or {}))} if namespace else None
 
 
-async def sync_namespace(namespace: str, indices: Mapping[str, Any], api: client.ApiClient) -> None:
+async def sync_namespace(namespace: str, indices: Mapping[str, Any], api: RawClient) -> None:
     """Make status.used of the namespace's BandQuota equal to the sum of its charges.
 
     Every patch comes back as a BandQuota event, which recomputes against the stored status, so the
@@ -55,20 +54,17 @@ async def sync_namespace(namespace: str, indices: Mapping[str, Any], api: client
                 _written[(namespace, name)] = used
 
 
-def _patch_used(api: client.ApiClient, namespace: str, name: str, used: dict[str, Any]) -> bool:
-    custom = client.CustomObjectsApi(api)
+def _patch_used(api: RawClient, namespace: str, name: str, used: dict[str, Any]) -> bool:
     for attempt in range(4):
         try:
-            custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": {"used": used}},
-                _content_type="application/merge-patch+json")
+            api.patch(BANDQUOTAS.object_path(namespace, name, "status"), {"status": {"used": used}})
             log.info("status.used of BandQuota %s/%s: %s", namespace, name, used)
             return True
-        except ApiException as exc:
-            if exc.status == 404:
-                return False  # deleted meanwhile: nothing to keep current
+        except APINotFoundError:
+            return False  # deleted meanwhile: nothing to keep current
+        except APIError as exc:
             if attempt == 3:
-                log.error("cannot update status of BandQuota %s/%s: %s %s", namespace, name, exc.status, exc.reason)
+                log.error("cannot update status of BandQuota %s/%s: %s", namespace, name, exc)
                 return False
             time.sleep(0.2 * 2**attempt)
     return False
@@ -88,4 +84,4 @@ async def _on_band_quota(name: str, namespace: str | None, memo: kopf.Memo, **kw
 # Any change to something charged, or to a BandQuota itself, re-derives that namespace's status.
 for _name, _selector in CHARGED.items():
     kopf.on.event(*_selector, id=f"sync-used-{_name}")(_on_charged)
-kopf.on.event(GROUP, VERSION, PLURAL, id="sync-used-band_quotas")(_on_band_quota)
+kopf.on.event(*BANDQUOTAS.selector, id="sync-used-band_quotas")(_on_band_quota)

@@ -16,21 +16,14 @@ from typing import Any
 
 import kopf
 
+from scheduler_ext.kube import names
 from scheduler_ext.policy.workloads import Charge, Workload, namespace_charges, workload_of
 
-# Every resource quota charges (Q1, A4), as kopf selectors.
-CHARGED: dict[str, tuple[str, ...]] = {
-    "pod_charges": ("v1", "pods"),
-    "deployment_charges": ("apps", "v1", "deployments"),
-    "replicaset_charges": ("apps", "v1", "replicasets"),
-    "statefulset_charges": ("apps", "v1", "statefulsets"),
-    "job_charges": ("batch", "v1", "jobs"),
-    "cronjob_charges": ("batch", "v1", "cronjobs"),
-    "alloc_charges": ("cell.distos.dev", "v1alpha1", "allocs"),
-}
+# Every resource quota charges (Q1, A4), as kopf selectors, by index name (pod_charges, ...).
+CHARGED: dict[str, tuple[str, ...]] = {f"{r.kind.lower()}_charges": r.selector for r in names.CHARGED}
 
 
-@kopf.index("scheduling.k8s.io", "v1", "priorityclasses")
+@kopf.index(*names.PRIORITY_CLASSES.selector)
 async def priority_classes(name: str, body: kopf.Body, **_: Any) -> dict[str, int] | None:
     """Cluster PriorityClasses, so that templates naming a custom class land in the right band."""
     value = body.get("value")

@@ -13,8 +13,10 @@ import uvloop
 from aiohttp import web
 from kubernetes import client, config
 
+from scheduler_ext.kube.client import RawClient
+from scheduler_ext.kube.names import SCALABLE
 from scheduler_ext.webhook.admission import QuotaAdmission
-from scheduler_ext.webhook.cache import NotFound, QuotaCache, get_json
+from scheduler_ext.webhook.cache import QuotaCache
 from scheduler_ext.webhook.server import make_app
 
 
@@ -68,14 +70,12 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"--port must be 1..65535, got {args.port}")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     context = tls_context(args.tls_cert, args.tls_key)
-    api = api_client(args.kubeconfig)
+    api = RawClient(api_client(args.kubeconfig))
+    scalable = {resource.plural: resource for resource in SCALABLE}
 
     def fetch(resource: str, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj: dict[str, Any] = get_json(api, f"/apis/apps/v1/namespaces/{namespace}/{resource}/{name}", timeout=2.0)
-            return obj
-        except NotFound:
-            return None
+        obj: dict[str, Any] | None = api.get_or_none(scalable[resource].object_path(namespace, name), timeout=2.0)
+        return obj
 
     # Reflector threads parse watch events while requests wait on the event loop: hand the GIL over
     # more often than every 5 ms, so that a burst of pod events does not add to admission latency.

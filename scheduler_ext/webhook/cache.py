@@ -15,14 +15,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-import msgspec
-from kubernetes.client import ApiClient
-from kubernetes.watch.watch import iter_resp_lines
-
+from scheduler_ext.kube import names
+from scheduler_ext.kube.client import RawClient
+from scheduler_ext.kube.names import BANDQUOTAS as BAND_QUOTAS
+from scheduler_ext.kube.names import CHARGED, NODES, PRIORITY_CLASSES, Resource
+from scheduler_ext.kube.reflector import ListWatch, ManifestSink, Reflector
 from scheduler_ext.policy.bands import Band
 from scheduler_ext.policy.quota import BandQuota, band_quota_of
 from scheduler_ext.policy.resources import ZERO, Resources
@@ -31,139 +31,11 @@ from scheduler_ext.policy.workloads import ObjectRef, Workload, namespace_charge
 log = logging.getLogger(__name__)
 
 RESERVATION_TTL = 15.0
-WATCH_TIMEOUT = 300
-
-
-@dataclass(frozen=True, slots=True)
-class Resource:
-    """A resource to list+watch across all namespaces. optional: a CRD that may not be installed yet."""
-
-    path: str
-    api_version: str
-    kind: str
-    optional: bool = False
-
-
-CHARGED = (
-    Resource("/api/v1/pods", "v1", "Pod"),
-    Resource("/apis/apps/v1/deployments", "apps/v1", "Deployment"),
-    Resource("/apis/apps/v1/replicasets", "apps/v1", "ReplicaSet"),
-    Resource("/apis/apps/v1/statefulsets", "apps/v1", "StatefulSet"),
-    Resource("/apis/batch/v1/jobs", "batch/v1", "Job"),
-    Resource("/apis/batch/v1/cronjobs", "batch/v1", "CronJob"),
-    Resource("/apis/cell.distos.dev/v1alpha1/allocs", "cell.distos.dev/v1alpha1", "Alloc", optional=True),
-)
-BAND_QUOTAS = Resource("/apis/cell.distos.dev/v1alpha1/bandquotas", "cell.distos.dev/v1alpha1", "BandQuota",
-                       optional=True)
-NODES = Resource("/api/v1/nodes", "v1", "Node")
-PRIORITY_CLASSES = Resource("/apis/scheduling.k8s.io/v1/priorityclasses", "scheduling.k8s.io/v1", "PriorityClass")
+ABSENT_RETRY = 10.0  # seconds before looking again for a resource not served (a CRD applied later)
 # Kinds whose scale subresource quota sees: the resource name in the URL -> kind.
-SCALABLE = {"deployments": "Deployment", "replicasets": "ReplicaSet", "statefulsets": "StatefulSet"}
+SCALABLE = {resource.plural: resource.kind for resource in names.SCALABLE}
 
-
-class Gone(Exception):
-    """The watch's resourceVersion is too old (410): list again."""
-
-
-class NotFound(Exception):
-    """The resource is not served (its CRD is not installed yet)."""
-
-
-class ApiError(Exception):
-    """The API server answered with an error status."""
-
-
-def get_json(api: ApiClient, path: str, query: list[tuple[str, str]] | None = None,
-             timeout: float | tuple[float, float] = 10.0, stream: bool = False) -> Any:
-    """GET path on the API server with the client's credentials; the decoded body, or the raw response.
-
-    Raw JSON (not the client's generated models): the policy core reads camelCase dicts, exactly as
-    AdmissionReview delivers objects, and skipping model conversion keeps relists cheap.
-    """
-    request = api.param_serialize(method="GET", resource_path=path, query_params=query or [],
-                                  header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
-    response = api.call_api(*request, _request_timeout=timeout)
-    if response.status == 404:
-        response.read()
-        raise NotFound(path)
-    if response.status == 410:
-        response.read()
-        raise Gone(path)
-    if not 200 <= response.status < 300:
-        body = response.read() or b""
-        raise ApiError(f"GET {path}: {response.status} {body[:200]!r}")
-    if stream:
-        return response.response
-    return msgspec.json.decode(response.read())
-
-
-class Reflector(threading.Thread):
-    """List, then watch from the list's resourceVersion; relist on 410 Gone; retry with backoff on errors."""
-
-    def __init__(self, api: ApiClient, resource: Resource,
-                 replace: Callable[[Resource, list[dict[str, Any]]], None],
-                 apply: Callable[[Resource, str, dict[str, Any]], None],
-                 stop: threading.Event) -> None:
-        super().__init__(name=f"reflector-{resource.kind}", daemon=True)
-        self.api, self.resource, self._replace, self._apply, self._stop = api, resource, replace, apply, stop
-        self.synced = threading.Event()
-
-    def _stamp(self, obj: dict[str, Any]) -> dict[str, Any]:
-        # List items carry no apiVersion/kind; the policy core dispatches on them.
-        obj.setdefault("apiVersion", self.resource.api_version)
-        obj.setdefault("kind", self.resource.kind)
-        return obj
-
-    def _list(self) -> str:
-        body = get_json(self.api, self.resource.path, timeout=(10.0, 60.0))
-        self._replace(self.resource, [self._stamp(item) for item in body.get("items") or []])
-        return str((body.get("metadata") or {}).get("resourceVersion", ""))
-
-    def _events(self, resource_version: str) -> Iterator[dict[str, Any]]:
-        query = [("watch", "true"), ("resourceVersion", resource_version), ("allowWatchBookmarks", "true"),
-                 ("timeoutSeconds", str(WATCH_TIMEOUT))]
-        response = get_json(self.api, self.resource.path, query, timeout=(10.0, WATCH_TIMEOUT + 30.0), stream=True)
-        try:
-            for line in iter_resp_lines(response):
-                yield msgspec.json.decode(line)
-        except BaseException:
-            response.close()  # an unfinished stream cannot go back to the pool
-            raise
-        finally:
-            response.release_conn()
-
-    def _watch(self, resource_version: str) -> str:
-        for event in self._events(resource_version):
-            kind, obj = event.get("type"), event.get("object") or {}
-            if kind == "ERROR":
-                if obj.get("code") == 410:
-                    raise Gone(self.resource.path)
-                raise ApiError(f"watch {self.resource.path}: {obj.get('message', obj)}")
-            resource_version = str((obj.get("metadata") or {}).get("resourceVersion", resource_version))
-            if kind != "BOOKMARK":
-                self._apply(self.resource, str(kind), self._stamp(obj))
-        return resource_version
-
-    def run(self) -> None:
-        backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                resource_version = self._list()
-                self.synced.set()
-                backoff = 0.5
-                while not self._stop.is_set():
-                    resource_version = self._watch(resource_version)
-            except Gone:
-                log.info("%s: watch expired, listing again", self.resource.kind)
-            except NotFound:
-                # Not installed yet (a CRD applied later): nothing to know; look again shortly.
-                self._replace(self.resource, [])
-                self.synced.set()
-                self._stop.wait(10.0)
-            except Exception as exc:
-                log.warning("%s: %s; retrying in %.1f s", self.resource.kind, str(exc).splitlines()[0][:200], backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+__all__ = ["BAND_QUOTAS", "CHARGED", "NODES", "PRIORITY_CLASSES", "SCALABLE", "QuotaCache", "Resource"]
 
 
 class QuotaCache:
@@ -173,7 +45,7 @@ class QuotaCache:
     decided by policy.workloads.resolve over the whole namespace (Q9), once per change.
     """
 
-    def __init__(self, api: ApiClient | None = None, reservation_ttl: float = RESERVATION_TTL,
+    def __init__(self, api: RawClient | None = None, reservation_ttl: float = RESERVATION_TTL,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.api = api
         self._ttl, self._clock = reservation_ttl, clock
@@ -197,7 +69,8 @@ class QuotaCache:
             raise RuntimeError("QuotaCache.start needs an API client")
         # PriorityClasses first: templates' bands are resolved through them when charges are computed.
         for resource in (PRIORITY_CLASSES, NODES, BAND_QUOTAS, *CHARGED):
-            reflector = Reflector(self.api, resource, self.replace, self.apply, self._stop)
+            reflector = Reflector(self.api, ListWatch(resource), ManifestSink(resource, self.replace, self.apply),
+                                  self._stop, absent_retry=ABSENT_RETRY)
             self._reflectors.append(reflector)
             reflector.start()
             if resource is PRIORITY_CLASSES:

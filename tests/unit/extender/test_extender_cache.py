@@ -8,10 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiClient
-from kubernetes.client.exceptions import ApiException
 
-from scheduler_ext.extender.cache import ALLOCS, NODES, PODS, ClusterCache, Reflector, WatchExpired
+from scheduler_ext.extender.cache import ALLOCS, NODES, PODS, ClusterCache, WatchExpired, reflector
+from scheduler_ext.kube.errors import APINotFoundError
 from scheduler_ext.policy.resources import Resources
 from tests.unit.extender.extender_fixtures import alloc_manifest, node_manifest, pod_manifest, watch_line
 
@@ -171,20 +170,19 @@ def test_a_bad_object_is_dropped_not_fatal() -> None:
     assert cache.snapshot().allocs_on("node-1") == ()
 
 
-class _FakeResponse:
-    """Stands in for the urllib3 response the client returns with _preload_content=False."""
+class _FakeTransport:
+    """Stands in for the raw client: each list or watch records its call and calls `respond`."""
 
-    def __init__(self, body: bytes) -> None:
-        self.data = body
+    def __init__(self, respond: Any) -> None:
+        self.respond = respond
 
-    def stream(self, amt: int | None = None, decode_content: bool = False) -> Iterator[bytes]:
-        yield self.data
+    def request(self, method: str, path: str, query: Any = (), **_: Any) -> bytes:
+        return bytes(self.respond(**dict(query)))
 
-    def close(self) -> None:
-        pass
-
-    def release_conn(self) -> None:
-        pass
+    def lines(self, path: str, query: Any = (), **_: Any) -> Iterator[str]:
+        args = dict(query)
+        body = self.respond(watch=True, resource_version=args["resourceVersion"])
+        yield from bytes(body).decode().splitlines()
 
 
 def _node_list(rv: str, *names: str) -> bytes:
@@ -198,21 +196,19 @@ def test_reflector_lists_watches_and_relists_after_410() -> None:
     gone = watch_line("ERROR", {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"})
     added = watch_line("ADDED", node_manifest("node-2", resource_version="2"))
     script = [
-        _FakeResponse(_node_list("1", "node-1")),
-        _FakeResponse(f"{added}\n{gone}\n".encode()),
-        _FakeResponse(_node_list("7", "node-2")),  # the relist: node-1 went away meanwhile
+        _node_list("1", "node-1"),
+        f"{added}\n{gone}\n".encode(),
+        _node_list("7", "node-2"),  # the relist: node-1 went away meanwhile
     ]
 
-    def call(**kwargs: Any) -> _FakeResponse:
+    def call(**kwargs: Any) -> bytes:
         calls.append(kwargs)
         if not script:
             stop.set()
-            return _FakeResponse(b"")
+            return b""
         return script.pop(0)
 
-    reflector = Reflector(cache, NODES, ApiClient(), stop)
-    reflector._call = call
-    reflector.run()  # returns once the script is used up and stop is set
+    reflector(cache, NODES, _FakeTransport(call), stop).run()  # returns once the script is used up and stop is set
     assert [c.get("watch", False) for c in calls[:4]] == [False, True, False, True]
     assert calls[1]["resource_version"] == "1"
     assert calls[3]["resource_version"] == "7"
@@ -223,12 +219,10 @@ def test_reflector_treats_a_missing_alloc_crd_as_no_allocs() -> None:
     cache = ClusterCache()
     stop = threading.Event()
 
-    def call(**kwargs: Any) -> _FakeResponse:
+    def call(**kwargs: Any) -> bytes:
         stop.set()
-        raise ApiException(status=404, reason="Not Found")
+        raise APINotFoundError(404, reason="Not Found")
 
-    reflector = Reflector(cache, ALLOCS, ApiClient(), stop, absent_retry=0.01)
-    reflector._call = call
-    reflector.run()
+    reflector(cache, ALLOCS, _FakeTransport(call), stop, absent_retry=0.01).run()
     assert cache.allocs_available is False
     assert cache._synced[ALLOCS]

@@ -12,12 +12,23 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from kubernetes import client
 
+from scheduler_ext.kube.client import RawClient
+from scheduler_ext.kube.errors import APINotFoundError as NotFound
+from scheduler_ext.kube.names import ALLOCS, PODS, Resource
+from scheduler_ext.kube.reflector import ListWatch, ManifestSink, Reflector
 from scheduler_ext.policy.bands import Band
-from scheduler_ext.webhook.cache import NotFound, QuotaCache, Reflector, Resource, get_json
+from scheduler_ext.webhook.cache import QuotaCache
 from tests.unit.quota.quota_builders import pod, pod_spec, res
 
-PODS = Resource("/api/v1/pods", "v1", "Pod")
-ALLOCS = Resource("/apis/cell.distos.dev/v1alpha1/allocs", "cell.distos.dev/v1alpha1", "Alloc", optional=True)
+
+def webhook_reflector(http: client.ApiClient, resource: Resource, replace: Any, apply: Any,
+                      stop: threading.Event) -> Reflector:
+    """The webhook's reflector of one resource (as QuotaCache.start builds it)."""
+    return Reflector(RawClient(http), ListWatch(resource), ManifestSink(resource, replace, apply), stop)
+
+
+def get_json(http: client.ApiClient, path: str) -> Any:
+    return RawClient(http).get(path)
 
 
 def listed(obj: dict[str, Any], resource_version: str) -> dict[str, Any]:
@@ -92,7 +103,7 @@ def test_list_watch_gone_relist(fake: tuple[FakeApi, client.ApiClient]) -> None:
     ]
     cache = QuotaCache()
     stop = threading.Event()
-    reflector = Reflector(http, PODS, cache.replace, cache.apply, stop)
+    reflector = webhook_reflector(http, PODS, cache.replace, cache.apply, stop)
     reflector.start()
     assert api.done.wait(10)
     stop.set()
@@ -107,7 +118,7 @@ def test_an_uninstalled_crd_counts_as_synced_and_empty(fake: tuple[FakeApi, clie
     api, http = fake
     cache = QuotaCache()
     stop = threading.Event()
-    reflector = Reflector(http, ALLOCS, cache.replace, cache.apply, stop)
+    reflector = webhook_reflector(http, ALLOCS, cache.replace, cache.apply, stop)
     reflector.start()
     assert reflector.synced.wait(10)
     stop.set()
