@@ -17,8 +17,8 @@ NODE = Resources(8 * CPU, 32 * 2**30)
 def pod(name: str, band: str, cpu: float, alloc: str | None = None, node: str | None = None) -> PodInfo:
     labels = {"cell.distos.dev/alloc": alloc} if alloc else {}
     # Members are alice's (the alloc's owner); everyone else is another student, bob.
-    return PodInfo("alice" if alloc else "bob", name, f"uid-{name}", PRIORITY_CLASSES[band], Resources(int(cpu * CPU), 2**30), labels,
-                   node_name=node)
+    return PodInfo("alice" if alloc else "bob", name, f"uid-{name}", PRIORITY_CLASSES[band],
+                   Resources(int(cpu * CPU), 2**30), labels, node_name=node)
 
 
 def cell(alloc: AllocInfo, *pods: PodInfo) -> CellSnapshot:
@@ -73,5 +73,6 @@ def test_the_taken_instance_is_given_back_and_placed_again_when_room_frees() -> 
 def test_a_member_cannot_overcommit_a_node_whose_instance_was_taken() -> None:
     alloc = hostage()
     snapshot = cell(alloc, pod("prod", "production", 2, node="node-1"))
-    verdict = check_node(pod("m", "best-effort", 1, alloc="hog"), snapshot, snapshot.nodes["node-1"])
+    assert check_node(pod("m", "best-effort", 1, alloc="hog"), snapshot, snapshot.nodes["node-1"]).fits
+    verdict = check_node(pod("m", "best-effort", 7, alloc="hog"), snapshot, snapshot.nodes["node-1"])
     assert not verdict.fits and "node overcommitted" in verdict.message
