@@ -29,3 +29,7 @@ def student(local_cell: LocalCell) -> Iterator[Student]:
 @pytest.fixture
 def other_student(local_cell: LocalCell) -> Iterator[Student]:
     yield from _student(local_cell, "o")
+
+
+# The integration suite's dedicated nodes and plain namespace (their conftest is not in scope here).
+from tests.integration.conftest import namespace, test_nodes  # noqa: E402, F401
