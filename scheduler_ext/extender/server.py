@@ -40,6 +40,9 @@ _NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a DNS subdom
 
 # Reads named nodes from the API (as plain manifests; nodes that do not exist are left out).
 NodeReader = Callable[[list[str]], list[dict[str, Any]]]
+# Whether a pod (namespace, name, uid) exists in the API; raises when the API cannot say.
+PodChecker = Callable[[str, str, str], bool]
+VERIFY_IN_FLIGHT = 4  # existence checks of booked pods at once; beyond that a booking waits out its TTL
 
 
 class SnapshotSource(Protocol):
@@ -53,6 +56,8 @@ class SnapshotSource(Protocol):
     def counts(self) -> dict[str, int]: ...
 
     def assume(self, pod: PodInfo, node: str) -> None: ...
+
+    def forget_assumed(self, uid: str) -> bool: ...
 
     def apply(self, kind: str, event_type: str, manifest: Mapping[str, Any]) -> None: ...
 
@@ -196,9 +201,12 @@ class ExtenderServer:
     """The routes, holding the cache, the policy's scheduler, the why store and the metrics."""
 
     def __init__(self, source: SnapshotSource, scheduler: Scheduler, why: WhyStore, metrics: Metrics,
-                 evictions: Evictions | None = None, read_nodes: NodeReader | None = None) -> None:
+                 evictions: Evictions | None = None, read_nodes: NodeReader | None = None,
+                 pod_exists: PodChecker | None = None) -> None:
         self.source = source
         self.read_nodes = read_nodes
+        self.pod_exists = pod_exists
+        self._verifying: set[str] = set()
         self.scheduler = scheduler
         self.why_store = why
         self.metrics = metrics
@@ -391,6 +399,23 @@ class ExtenderServer:
     def _assume(self, pod: PodInfo, node: str) -> None:
         self.evictions.forget(pod.uid)
         self.source.assume(pod, node)
+        if self.pod_exists is not None and pod.uid not in self._verifying and len(self._verifying) < VERIFY_IN_FLIGHT:
+            self._verifying.add(pod.uid)
+            asyncio.get_running_loop().create_task(self._verify(pod))
+
+    async def _verify(self, pod: PodInfo) -> None:
+        """A booking holds room for up to the assume TTL. Anyone who reaches the extender could book
+        made-up pods: ask the API (off the request path) and drop the booking at once if it has none."""
+        assert self.pod_exists is not None
+        try:
+            exists = await asyncio.to_thread(self.pod_exists, pod.namespace, pod.name, pod.uid)
+        except Exception as exc:  # the API cannot say: the booking keeps its TTL
+            log.debug("cannot check pod %s: %s", pod.key, exc)
+            return
+        finally:
+            self._verifying.discard(pod.uid)
+        if not exists and self.source.forget_assumed(pod.uid):
+            log.warning("booking of %s dropped: no such pod (uid %s) in the API", pod.key, pod.uid)
 
     def _drop(self, pod: PodInfo, node: str, reason: str, message: str) -> None:
         self.metrics.preempt_dropped.labels(reason).inc()
@@ -427,12 +452,13 @@ SERVER: web.AppKey[ExtenderServer] = web.AppKey("server", ExtenderServer)
 
 def create_app(source: SnapshotSource, scheduler: Scheduler | None = None, registry: CollectorRegistry | None = None,
                enough_feasible: int | None = 100, why_capacity: int = 2000,
-               read_nodes: NodeReader | None = None) -> web.Application:
+               read_nodes: NodeReader | None = None, pod_exists: PodChecker | None = None) -> web.Application:
     """The aiohttp application; `scheduler` defaults to a cached, relaxed-randomization one."""
     scheduler = scheduler or Scheduler(PolicyCache(), enough_feasible=enough_feasible or None, rng=random.Random())
     server = ExtenderServer(source, scheduler, WhyStore(why_capacity), Metrics(registry or CollectorRegistry()),
-                            read_nodes=read_nodes)
-    app = web.Application(client_max_size=64 * 2**20)
+                            read_nodes=read_nodes, pod_exists=pod_exists)
+    # A filter names nodes, not objects (nodeCacheCapable): a few MB is more than any real body.
+    app = web.Application(client_max_size=8 * 2**20)
     app[SERVER] = server
     app.router.add_post("/filter", server.instrument("filter", server.filter))
     app.router.add_post("/prioritize", server.instrument("prioritize", server.prioritize))
