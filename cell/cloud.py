@@ -9,12 +9,11 @@ Every problem is printed with how much is missing; any problem exits non-zero.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-import typer
 from rich.console import Console
 
 from cell.errors import CellError
@@ -22,7 +21,31 @@ from cell.errors import CellError
 if TYPE_CHECKING:
     from openstack.connection import Connection
 
-    from infra.config import StackConfig
+
+class ClusterShape(Protocol):
+    @property
+    def workers(self) -> int: ...
+
+
+class CourseStack(Protocol):
+    """What the check reads of the stack file: infra.config's StackConfig, which the CLI hands in
+    (cell/ does not import infra/)."""
+
+    @property
+    def clusters(self) -> Sequence[ClusterShape]: ...
+    @property
+    def allowed_cidrs(self) -> Sequence[str]: ...
+    @property
+    def image(self) -> str: ...
+    @property
+    def flavor(self) -> str: ...
+    @property
+    def control_plane_flavor(self) -> str: ...
+    @property
+    def external_network(self) -> str: ...
+    @property
+    def availability_zones(self) -> Sequence[str]: ...
+
 
 UNLIMITED = -1
 # Neutron creates two default egress rules with every security group; Pulumi deletes them right
@@ -75,7 +98,7 @@ UNITS: dict[str, str] = {
 }
 
 
-def course_demand(stack: StackConfig, flavor: Flavor | None, control_plane_flavor: Flavor | None) -> dict[str, int]:
+def course_demand(stack: CourseStack, flavor: Flavor | None, control_plane_flavor: Flavor | None) -> dict[str, int]:
     """What `pulumi up` creates for the stack (infra/cluster.py), per quota; without a flavor,
     its cores and RAM cannot be counted and are left out."""
     clusters = stack.clusters
@@ -131,6 +154,7 @@ def quota_findings(demand: Mapping[str, int], quotas: Mapping[str, Quota]) -> li
 
 def connect(cloud: str | None, clouds_file: Path | None) -> Connection:
     """A connection from clouds.yaml (the standard locations, or `clouds_file`)."""
+    # openstacksdk is heavy (a second to import): only `cell cloud` loads it.
     import openstack
     from openstack import exceptions as os_exc
     from openstack.config import loader
@@ -145,8 +169,9 @@ def connect(cloud: str | None, clouds_file: Path | None) -> Connection:
     return openstack.connection.Connection(config=region)
 
 
-def check_cloud(conn: Connection, stack: StackConfig) -> list[Finding]:
+def check_cloud(conn: Connection, stack: CourseStack) -> list[Finding]:
     """Every check, in the order an instructor would fix them; stops early only without credentials."""
+    # openstacksdk is heavy: imported by `cell cloud` only.
     from keystoneauth1 import exceptions as ks_exc
     from keystoneauth1.identity.base import BaseIdentityPlugin
     from openstack import exceptions as os_exc
@@ -223,7 +248,7 @@ def project_quotas(conn: Connection, project_id: str) -> dict[str, Quota]:
 
 def _find(finder: Callable[..., Any], name: str) -> Any:
     """A resource by name or ID, or None (openstacksdk's find_* raise when told not to ignore)."""
-    from openstack import exceptions as os_exc
+    from openstack import exceptions as os_exc  # heavy: imported by `cell cloud` only
 
     try:
         return finder(name, ignore_missing=False)
@@ -236,36 +261,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-# --- the command ---------------------------------------------------------------------------------
+# --- running the check ---------------------------------------------------------------------------
 
-cloud_app = typer.Typer(name="cloud", help="OpenStack: check a cloud can hold the course before `pulumi up`.",
-                        no_args_is_help=True)
-
-
-@cloud_app.command("check")
-def check_cmd(
-    stack_file: Annotated[Path, typer.Option("--stack-file", help="The Pulumi stack file with the cell:* keys.")]
-    = Path("Pulumi.course.yaml"),
-    cloud: Annotated[str | None, typer.Option("--cloud", envvar="OS_CLOUD",
-                                              help="The cloud's name in clouds.yaml.")] = None,
-    clouds_file: Annotated[Path | None, typer.Option("--clouds-file", envvar="OS_CLIENT_CONFIG_FILE",
-                                                     help="clouds.yaml (default: openstacksdk's locations).")] = None,
-) -> None:
-    """Check credentials, image, flavors, external network and quota against the stack's clusters."""
-    from infra.config import ConfigError, from_stack_file  # the Pulumi program's own validation
-
-    try:
-        stack = from_stack_file(stack_file)
-    except ConfigError as exc:
-        raise CellError(str(exc)) from None
-    findings = _checked(connect(cloud, clouds_file), stack)
-    report(findings, Console())
-    problems = [finding for finding in findings if not finding.ok]
-    if problems:
-        raise typer.Exit(1)
-
-
-def _checked(conn: Connection, stack: StackConfig) -> list[Finding]:
+def checked(conn: Connection, stack: CourseStack) -> list[Finding]:
+    """check_cloud, with an OpenStack API failure as one CellError."""
+    # openstacksdk is heavy: imported by `cell cloud` only.
     from keystoneauth1 import exceptions as ks_exc
     from openstack import exceptions as os_exc
 

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import yaml
 
+from cell.catalog import course_images
 from cell.errors import CellError
-from cell.experiences import course_images
+from playbooks import PLAYBOOK_DIR
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-LOCAL_INVENTORY = REPO_ROOT / "playbooks" / "inventory" / "local.yml"
+LOCAL_INVENTORY = PLAYBOOK_DIR / "inventory" / "local.yml"
 BUSYBOX = Path("/bin/busybox")
 CATATONIT = Path("/usr/bin/catatonit")
 PATH_ENV = "PATH=/bin:/usr/bin:/sbin:/usr/sbin"

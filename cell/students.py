@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
-import re
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Any
 
-import typer
 import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from rich.console import Console
-from rich.table import Table
 
 from cell.errors import CellError
+from cell.kube import api_client, api_message
+from cell.kubeconfig import write_kubeconfig
+from cell.names import MANAGED_LABEL, STUDENT_GROUP, STUDENT_LABEL, STUDENT_ROLE, student_name_error
+from cell.pki import CertificateAuthority
+from cell.state import CellPaths
+from cell.wait import wait_until
 from scheduler_ext.policy.bands import Band
 from scheduler_ext.policy.quota import (
     DEFAULT_STUDENT_BANDS,
@@ -33,23 +36,11 @@ from scheduler_ext.policy.quota import (
     band_quota_of,
     parse_bands,
 )
-from scheduler_ext.policy.resources import ZERO, Resources, format_cpu, format_memory
+from scheduler_ext.policy.resources import ZERO, Resources
 
-if TYPE_CHECKING:
-    from kubernetes.client import ApiClient
-
-    from cell.localcell import CellPaths
-
-MANAGED_LABEL = "cell.distos.dev/managed"
-STUDENT_LABEL = "cell.distos.dev/student"
-STUDENT_GROUP = "cell:students"
-STUDENT_ROLE = "cell:student"
 QUOTA_NAME = "quota"
 FIELD_MANAGER = "cell-students"
 CELL_GROUP, CELL_VERSION = "cell.distos.dev", "v1alpha1"
-
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_RESERVED = {"default", "kube-system", "kube-public", "kube-node-lease"}
 
 
 # --- what a student is ---------------------------------------------------------------------------
@@ -64,13 +55,8 @@ class StudentSpec:
 
 
 def name_error(name: str) -> str | None:
-    """Why name cannot be a student (a namespace and a user), or None if it can."""
-    if not _DNS1123_LABEL.match(name) or len(name) > 63:
-        return (f"{name!r} is not a valid student name: a DNS-1123 label (lowercase letters, digits and '-', "
-                "starting and ending with a letter or digit, at most 63 characters)")
-    if name in _RESERVED or name.startswith("kube-"):
-        return f"{name!r} is reserved for Kubernetes' own namespaces"
-    return None
+    """Why name cannot be a student (a namespace and a user), or None if it can (playbooks/names.py)."""
+    return student_name_error(name)
 
 
 def bands_with_overrides(overrides: Mapping[str, Any] | None, where: str) -> dict[str, dict[str, str]]:
@@ -110,7 +96,7 @@ def specs_from_names(names: Iterable[str]) -> list[StudentSpec]:
     return _check_unique([StudentSpec(name) for name in names])
 
 
-ROSTER_HELP = (
+ROSTER_FORMAT = (
     "Roster file: YAML or CSV (chosen by the extension: .yaml, .yml or .csv).\n\n"
     "YAML: a list (or a mapping with key `students`) whose entries are a name, or a mapping with `name` and "
     "an optional `quota` overriding the default per band (a band set to null is removed), e.g.\n\n"
@@ -223,46 +209,23 @@ def role_binding_manifest(name: str) -> dict[str, Any]:
 
 # --- talking to the cell -------------------------------------------------------------------------
 
-def _api_message(exc: Exception) -> str:
-    """The API server's own one-line message from an ApiException (or the exception's first line)."""
-    body = getattr(exc, "body", None)
-    if body:
-        try:
-            message = json.loads(body).get("message")
-            if message:
-                return str(message).splitlines()[0]
-        except (ValueError, AttributeError):
-            pass
-    status, reason = getattr(exc, "status", None), getattr(exc, "reason", None)
-    if status:
-        return f"{status} {reason}"
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
-
-
-def _connect(paths: CellPaths) -> ApiClient:
-    from cell.kube import api_client
-
+def _connect(paths: CellPaths) -> client.ApiClient:
     return api_client(paths.kubeconfig)
 
 
-def _existing_quotas(api: ApiClient) -> list[tuple[BandQuota, dict[str, Any]]]:
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
+def _existing_quotas(api: client.ApiClient) -> list[tuple[BandQuota, dict[str, Any]]]:
     try:
         listing = client.CustomObjectsApi(api).list_cluster_custom_object(CELL_GROUP, CELL_VERSION, "bandquotas",
                                                                           _request_timeout=15)
     except ApiException as exc:
         if exc.status == 404:
             raise CellError("the cell has no BandQuota CRD (cluster/base is not applied; run `cell up`)") from None
-        raise CellError(f"cannot list BandQuotas: {_api_message(exc)}") from None
+        raise CellError(f"cannot list BandQuotas: {api_message(exc)}") from None
     items: list[dict[str, Any]] = listing.get("items", []) if isinstance(listing, dict) else []
     return [(band_quota_of(item)[0], item) for item in items]
 
 
-def _capacity(api: ApiClient) -> Resources:
-    from kubernetes import client
-
+def _capacity(api: client.ApiClient) -> Resources:
     total = ZERO
     for node in client.CoreV1Api(api).list_node(_request_timeout=15).items:
         allocatable: dict[str, Any] = (node.status.allocatable if node.status else None) or {}
@@ -283,10 +246,8 @@ def check_prod_quota(specs: list[StudentSpec], existing: list[BandQuota], capaci
         others[(spec.name, QUOTA_NAME)] = new
 
 
-def _apply(api: ApiClient, manifest: dict[str, Any]) -> None:
+def _apply(api: client.ApiClient, manifest: dict[str, Any]) -> None:
     """Server-side apply of one manifest (Namespace, BandQuota or RoleBinding), idempotent."""
-    from kubernetes import client
-
     common: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force": True,
                               "_content_type": "application/apply-patch+yaml", "_request_timeout": 30}
     kind, metadata = manifest["kind"], manifest["metadata"]
@@ -302,24 +263,17 @@ def _apply(api: ApiClient, manifest: dict[str, Any]) -> None:
         raise ValueError(f"unexpected kind {kind}")
 
 
-def _namespaces(api: ApiClient) -> dict[str, Any]:
-    from kubernetes import client
-
+def _namespaces(api: client.ApiClient) -> dict[str, Any]:
     return {str(ns.metadata.name): ns for ns in client.CoreV1Api(api).list_namespace(_request_timeout=15).items
             if ns.metadata is not None}
 
 
 def kubeconfig_of(paths: CellPaths, name: str) -> Path:
-    return paths.students_dir / f"{name}.kubeconfig"
+    return paths.student_kubeconfig(name)
 
 
 def add_students(specs: list[StudentSpec], paths: CellPaths, console: Console | None = None) -> list[Path]:
     """Onboard students; returns their kubeconfig paths. All-or-nothing for namespaces this call creates."""
-    from kubernetes.client.exceptions import ApiException
-
-    from cell.kube import write_kubeconfig
-    from cell.pki import CertificateAuthority
-
     console = console or Console(stderr=True)
     ca = CertificateAuthority.load(paths.pki_dir)
     server = paths.server_url()
@@ -327,7 +281,7 @@ def add_students(specs: list[StudentSpec], paths: CellPaths, console: Console | 
     try:
         namespaces = _namespaces(api)
     except Exception as exc:
-        raise CellError(f"cannot reach the cell at {server}: {_api_message(exc)}") from None
+        raise CellError(f"cannot reach the cell at {server}: {api_message(exc)}") from None
     for spec in specs:
         ns = namespaces.get(spec.name)
         if ns is not None:
@@ -356,28 +310,22 @@ def add_students(specs: list[StudentSpec], paths: CellPaths, console: Console | 
                           highlight=False)
     except (ApiException, OSError) as exc:
         _undo(api, created, [p for p in written if p.stem in created])
-        raise CellError(f"adding student {spec.name} failed: {_api_message(exc)}; "
+        raise CellError(f"adding student {spec.name} failed: {api_message(exc)}; "
                         + ("removed what this run created" if created else "nothing new was created")) from None
     return written
 
 
-def _wait_service_account(api: ApiClient, namespace: str, timeout: float = 30.0) -> None:
+def _wait_service_account(api: client.ApiClient, namespace: str, timeout: float = 30.0) -> None:
     """Pods are refused until the controller-manager made the namespace's default ServiceAccount:
     wait for it, so the namespace is usable the moment `add` returns."""
-    from kubernetes import client
-
-    deadline = time.monotonic() + timeout
     core = client.CoreV1Api(api)
-    while not core.list_namespaced_service_account(namespace, _request_timeout=15).items:
-        if time.monotonic() > deadline:
-            raise CellError(f"namespace {namespace} has no default ServiceAccount after {timeout:.0f} s "
-                            "(is kube-controller-manager running? see `cell status`)")
-        time.sleep(0.1)
+    if not wait_until(lambda: core.list_namespaced_service_account(namespace, _request_timeout=15).items,
+                      timeout, interval=0.1):
+        raise CellError(f"namespace {namespace} has no default ServiceAccount after {timeout:.0f} s "
+                        "(is kube-controller-manager running? see `cell status`)")
 
 
-def _undo(api: ApiClient, namespaces: list[str], kubeconfigs: list[Path]) -> None:
-    from kubernetes import client
-
+def _undo(api: client.ApiClient, namespaces: list[str], kubeconfigs: list[Path]) -> None:
     for name in namespaces:
         # Best effort: the error being reported is the first one.
         with contextlib.suppress(Exception):
@@ -400,7 +348,7 @@ def list_students(paths: CellPaths) -> list[StudentRow]:
     try:
         namespaces = [ns for ns in _namespaces(api).values() if (ns.metadata.labels or {}).get(STUDENT_LABEL)]
     except Exception as exc:
-        raise CellError(f"cannot reach the cell: {_api_message(exc)}") from None
+        raise CellError(f"cannot reach the cell: {api_message(exc)}") from None
     quotas = {q.namespace: (q, item) for q, item in _existing_quotas(api)}
     rows = []
     for ns in sorted(namespaces, key=lambda n: n.metadata.name):
@@ -426,9 +374,6 @@ def remove_students(names: list[str], paths: CellPaths, wait: float | None = 120
     With wait (seconds), return only once the namespaces are gone: until then their BandQuotas still
     count towards the cell's prod quota (Q6), so a student added right after might not fit.
     """
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
     for name in names:
         error = name_error(name)
         if error:
@@ -437,7 +382,7 @@ def remove_students(names: list[str], paths: CellPaths, wait: float | None = 120
     try:
         namespaces = _namespaces(api)
     except Exception as exc:
-        raise CellError(f"cannot reach the cell: {_api_message(exc)}") from None
+        raise CellError(f"cannot reach the cell: {api_message(exc)}") from None
     for name in names:
         ns = namespaces.get(name)
         if ns is None or (ns.metadata.labels or {}).get(STUDENT_LABEL) != name:
@@ -448,95 +393,31 @@ def remove_students(names: list[str], paths: CellPaths, wait: float | None = 120
             client.CoreV1Api(api).delete_namespace(name, _request_timeout=15)
         except ApiException as exc:
             if exc.status != 404:
-                raise CellError(f"removing student {name} failed: {_api_message(exc)}") from None
+                raise CellError(f"removing student {name} failed: {api_message(exc)}") from None
         kubeconfig_of(paths, name).unlink(missing_ok=True)
     if wait:
         _wait_gone(api, names, wait)
 
 
-def _wait_gone(api: ApiClient, names: list[str], timeout: float) -> None:
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
+def _wait_gone(api: client.ApiClient, names: list[str], timeout: float) -> None:
+    core = client.CoreV1Api(api)
 
-    deadline = time.monotonic() + timeout
-    pending = list(names)
-    while pending:
+    def gone(name: str) -> bool:
         try:
-            client.CoreV1Api(api).read_namespace(pending[0], _request_timeout=15)
+            core.read_namespace(name, _request_timeout=15)
         except ApiException as exc:
             if exc.status != 404:
-                raise CellError(f"removing student {pending[0]}: {_api_message(exc)}") from None
+                raise CellError(f"removing student {name}: {api_message(exc)}") from None
+            return True
+        return False
+
+    pending = list(names)
+
+    def all_gone() -> bool:
+        while pending and gone(pending[0]):
             pending.pop(0)
-            continue
-        if time.monotonic() > deadline:
-            raise CellError(f"namespace {pending[0]} is still terminating after {timeout:.0f} s; "
-                            f"see `kubectl get namespace {pending[0]} -o yaml`")
-        time.sleep(0.5)
+        return not pending
 
-
-# --- CLI -----------------------------------------------------------------------------------------
-
-students_app = typer.Typer(help="Onboard students: namespace, BandQuota, RBAC and a kubeconfig each.",
-                           no_args_is_help=True)
-
-StateDir = Annotated[
-    Path | None,
-    typer.Option("--state-dir", envvar="CELL_STATE_DIR", help="The local cell's state directory."),
-]
-
-
-def _paths(state_dir: Path | None) -> CellPaths:
-    from cell.localcell import CellPaths
-
-    return CellPaths(state_dir)
-
-
-@students_app.command("add", help="Add students by NAME... or from a --roster file (not both).\n\n" + ROSTER_HELP)
-def add_cmd(
-    names: Annotated[list[str] | None, typer.Argument(help="Student names (DNS-1123 labels).", show_default=False)]
-    = None,
-    roster: Annotated[Path | None, typer.Option("--roster", help="YAML or CSV roster (format below).")] = None,
-    state_dir: StateDir = None,
-) -> None:
-    if bool(names) == bool(roster):
-        raise CellError("give student NAMEs or --roster FILE (exactly one of the two)")
-    specs = parse_roster(roster) if roster else specs_from_names(names or [])
-    for path in add_students(specs, _paths(state_dir), Console(stderr=True)):
-        typer.echo(path)
-
-
-@students_app.command("list")
-def list_cmd(state_dir: StateDir = None) -> None:
-    """List the students with their quota (limit / used per band) and kubeconfig."""
-    rows = list_students(_paths(state_dir))
-    table = Table("student", *(band.label for band in sorted(Band, reverse=True)), "kubeconfig")
-
-    def cell_of(row: StudentRow, band: Band) -> str:
-        """used/limit per resource, e.g. "cpu 1/2 mem 512Mi/2Gi"; best-effort unlisted is unlimited."""
-        limit = row.limits.get(band)
-        used = row.used.get(band, ZERO)
-        if limit is None and band is not Band.BEST_EFFORT:
-            return "-"
-        cap_cpu = format_cpu(limit.cpu) if limit else "∞"
-        cap_mem = format_memory(limit.memory) if limit else "∞"
-        return f"cpu {format_cpu(used.cpu)}/{cap_cpu} mem {format_memory(used.memory)}/{cap_mem}"
-
-    for row in rows:
-        table.add_row(row.name + (" (removing)" if row.terminating else ""),
-                      *(cell_of(row, band) for band in sorted(Band, reverse=True)),
-                      str(row.kubeconfig) if row.kubeconfig else "(none)")
-    Console().print(table)
-    if not rows:
-        Console(stderr=True).print("no students yet (add them with `cell students add NAME...`)")
-
-
-@students_app.command("remove")
-def remove_cmd(
-    names: Annotated[list[str], typer.Argument(help="Students to remove, with everything in their namespace.")],
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Return once the namespaces are gone.")] = True,
-    state_dir: StateDir = None,
-) -> None:
-    """Remove students: their namespace (and all it holds) and their kubeconfig."""
-    remove_students(names, _paths(state_dir), wait=120.0 if wait else None)
-    for name in names:
-        typer.echo(f"student {name} removed")
+    if not wait_until(all_gone, timeout):
+        raise CellError(f"namespace {pending[0]} is still terminating after {timeout:.0f} s; "
+                        f"see `kubectl get namespace {pending[0]} -o yaml`")

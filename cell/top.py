@@ -8,35 +8,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from rich.console import Console
 from rich.table import Table
 
 from cell.errors import CellError
+from cell.kube import api_client
 from scheduler_ext.policy.model import CellSnapshot
 from scheduler_ext.policy.resources import Resources, format_cpu, format_memory
 from scheduler_ext.policy.usage import CellUsage, cell_usage
 
 ALLOC_GROUP, ALLOC_VERSION, ALLOC_PLURAL = "cell.distos.dev", "v1alpha1", "allocs"
-
-StateDirOption = Annotated[
-    Path | None,
-    typer.Option("--state-dir", envvar="CELL_STATE_DIR", help="The local cell's state directory."),
-]
-KubeconfigOption = Annotated[
-    Path | None,
-    typer.Option("--kubeconfig", help="Kubeconfig to read the cell with (default: the local cell's admin)."),
-]
-
-
-def resolve_kubeconfig(kubeconfig: Path | None, state_dir: Path | None) -> Path:
-    if kubeconfig is not None:
-        return kubeconfig
-    from cell.localcell import CellPaths
-
-    return CellPaths(state_dir).kubeconfig
 
 
 def _items(response: Any) -> list[dict[str, Any]]:
@@ -48,9 +33,6 @@ def _items(response: Any) -> list[dict[str, Any]]:
 
 def list_objects(api: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Nodes, active pods and Allocs as plain API dicts (no Alloc CRD: no allocs)."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
     core = client.CoreV1Api(api)
     try:
         nodes = _items(core.list_node(_preload_content=False, _request_timeout=30))
@@ -115,13 +97,6 @@ def render_usage(usage: CellUsage, console: Console) -> None:
 
 def top(kubeconfig: Path, console: Console | None = None) -> CellUsage:
     """Print the cell's books and return them."""
-    from cell.kube import api_client
-
     usage = cell_usage(load_snapshot(api_client(kubeconfig)))
     render_usage(usage, console or Console())
     return usage
-
-
-def top_cmd(kubeconfig: KubeconfigOption = None, state_dir: StateDirOption = None) -> None:
-    """The cell's capacity, alloc reservations and use, by band and by node."""
-    top(resolve_kubeconfig(kubeconfig, state_dir))

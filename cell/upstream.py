@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from cell.errors import CellError
+from cell.settings import settings
 
 KUBERNETES_VERSION = "1.34.4"
 ETCD_VERSION = "3.6.16"
@@ -35,7 +36,7 @@ CGO_COMMANDS = {"kubelet"}
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("CELL_CACHE_DIR", Path.home() / ".cache" / "cell"))
+    return settings().cache_dir
 
 
 def bin_dir() -> Path:

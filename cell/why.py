@@ -10,19 +10,21 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections import Counter
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from rich.console import Console
 from rich.table import Table
 
 from cell.errors import CellError
-from cell.top import KubeconfigOption, StateDirOption, load_snapshot, resolve_kubeconfig
+from cell.kube import api_client
+from cell.state import CellPaths
+from cell.top import load_snapshot
 from scheduler_ext.policy.model import CellSnapshot, PodInfo
-from scheduler_ext.policy.scheduler import Scheduler
-from scheduler_ext.policy.usage import natural_order
+from scheduler_ext.policy.why import WhyRecord, explain
 
 EXTENDER_TIMEOUT = 3.0
 
@@ -45,20 +47,8 @@ def fetch_extender_why(url: str, namespace: str, pod: str, timeout: float = EXTE
 
 
 def compute_why(snapshot: CellSnapshot, pod: PodInfo) -> dict[str, Any]:
-    """Per-node reasons computed now, shaped like the extender's record."""
-    if pod.node_name and pod.node_name in snapshot.nodes:
-        # Judge a bound pod as if it were not there yet, else it would compete with itself.
-        node = snapshot.nodes[pod.node_name]
-        snapshot = snapshot.with_nodes(node.without_pods({pod.uid}))
-    result = Scheduler().filter(pod, snapshot)
-    return {
-        "pod": pod.key,
-        "uid": pod.uid,
-        "decidedAt": None,
-        "feasible": list(result.feasible),
-        "unexamined": 0,
-        "nodes": {name: {"fits": v.fits, "reasons": list(v.reasons)} for name, v in result.verdicts.items()},
-    }
+    """Per-node reasons computed now, as the extender's record (policy.why's shape)."""
+    return explain(snapshot, pod).to_json()
 
 
 def render_why(record: dict[str, Any], pod: PodInfo, status: dict[str, Any], source: str, console: Console) -> None:
@@ -73,33 +63,28 @@ def render_why(record: dict[str, Any], pod: PodInfo, status: dict[str, Any], sou
                           highlight=False)
     console.print(f"reasons: {source}", highlight=False)
 
-    nodes: dict[str, dict[str, Any]] = record.get("nodes") or {}
+    why_record = WhyRecord.from_json(record)
     table = Table(show_lines=False)
     table.add_column("node")
     table.add_column("fits")
     table.add_column("reasons")
-    for name in sorted(nodes, key=natural_order):
-        verdict = nodes[name]
-        fits = verdict.get("fits")
+    for name, fits, reasons in why_record.rows():
         mark = "[green]yes[/]" if fits else ("[dim]-[/]" if fits is None else "[red]no[/]")
-        table.add_row(name, mark, "; ".join(verdict.get("reasons") or ()))
+        table.add_row(name, mark, reasons)
     console.print(table)
-    feasible = record.get("feasible") or []
-    failed = Counter("; ".join(v.get("reasons") or ()) for v in nodes.values() if v.get("fits") is False)
-    summary = ", ".join(f"{count} node(s): {reason}" for reason, count in failed.most_common())
-    console.print(f"{len(feasible)} of {len(nodes)} node(s) feasible" + (f"; {summary}" if summary else ""),
-                  highlight=False)
+    console.print(why_record.summary(), highlight=False)
+    for line in why_record.notes():  # suggestions and refusals, when the record has any
+        console.print(line, highlight=False)
+
+
+class WhyFormat(StrEnum):
+    text = "text"
+    json = "json"
 
 
 def why(namespace: str, pod: str, kubeconfig: Path, state_dir: Path | None = None,
-        console: Console | None = None) -> dict[str, Any]:
+        console: Console | None = None, output: WhyFormat = WhyFormat.text) -> dict[str, Any]:
     """Print why NAMESPACE/POD is where it is (or nowhere); return the record printed."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    from cell.kube import api_client
-    from cell.localcell import CellPaths
-
     console = console or Console()
     api = api_client(kubeconfig)
     try:
@@ -128,15 +113,8 @@ def why(namespace: str, pod: str, kubeconfig: Path, state_dir: Path | None = Non
     else:
         record = compute_why(load_snapshot(api), info)
         source = "computed now by the policy core from the API (the extender has no record)"
-    render_why(record, info, manifest.get("status") or {}, source, console)
+    if output == WhyFormat.json:
+        console.out(json.dumps(record, indent=2), highlight=False)
+    else:
+        render_why(record, info, manifest.get("status") or {}, source, console)
     return record
-
-
-def why_cmd(
-    target: Annotated[str, typer.Argument(metavar="NAMESPACE/POD", help="The pod to explain.")],
-    kubeconfig: KubeconfigOption = None,
-    state_dir: StateDirOption = None,
-) -> None:
-    """Why a pod is pending (or where it went), node by node."""
-    namespace, name = parse_target(target)
-    why(namespace, name, resolve_kubeconfig(kubeconfig, state_dir), state_dir)

@@ -28,11 +28,11 @@ import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
 from pulumi.runtime import rpc
 
-from cell import playbooks
+from playbooks import PLAYBOOK_DIR, runner
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The sources the control plane installs (playbooks/roles/cell_addons copies them).
-CELL_SOURCES = ("pyproject.toml", "README.md", "cell", "scheduler_ext", "cluster")
+CELL_SOURCES = ("pyproject.toml", "README.md", "cell", "scheduler_ext", "playbooks", "cluster")
 
 CONTROL_PLANE_GROUP = "control_plane"
 WORKERS_GROUP = "workers"
@@ -153,9 +153,9 @@ def run_playbook(playbook: str, inventory: Mapping[str, Any], extravars: Mapping
     cluster = str((inventory.get("all") or {}).get("vars", {}).get("cell_cluster_name", "cluster"))
     private_data_dir = bootstrap_log_dir(cluster)
     # New VMs have unknown host keys; the control plane's floating IP is the only way in.
-    result = playbooks.run(playbook, inventory, extravars, private_data_dir, {"ANSIBLE_HOST_KEY_CHECKING": "False"})
-    if not playbooks.succeeded(result):
-        raise BootstrapError(f"{playbook} failed {playbooks.failure(result)} (logs: {private_data_dir}/artifacts)")
+    result = runner.run(playbook, inventory, extravars, private_data_dir, {"ANSIBLE_HOST_KEY_CHECKING": "False"})
+    if not runner.succeeded(result):
+        raise BootstrapError(f"{playbook} failed {runner.failure(result)} (logs: {private_data_dir}/artifacts)")
 
 
 class BootstrapProvider(ResourceProvider):
@@ -237,6 +237,6 @@ def versions_of(kubernetes_version: str) -> dict[str, str]:
     """What a bootstrap was built with; a change in any of them re-runs the playbooks."""
     return {
         "kubernetes": kubernetes_version,
-        "playbooks": tree_digest(playbooks.PLAYBOOK_DIR, ["."]),
+        "playbooks": tree_digest(PLAYBOOK_DIR, ["."]),
         "cell": tree_digest(PROJECT_ROOT, [entry for entry in CELL_SOURCES if (PROJECT_ROOT / entry).exists()]),
     }

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from playbooks.names import STUDENT_NAME, student_name_error
+
 NAMESPACE = "cell"
 
 REQUIRED_KEYS = (
@@ -50,7 +52,6 @@ MAX_WORKERS = 200
 
 # A cluster name becomes part of VM host names, Kubernetes node names and OpenStack resource names.
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,28}[a-z0-9])?$")
-_STUDENT = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _K8S_VERSION = re.compile(r"^v?1\.(\d+)(\.\d+)?$")
 _SSH_KEY = re.compile(
     r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-\S+@openssh\.com) [A-Za-z0-9+/]+=* ?"
@@ -291,9 +292,11 @@ def _clusters(value: Any, errors: list[str]) -> list[ClusterSpec]:
             workers = None
         students = _string_list(item.get("students"), f"{at}.students", errors)
         for s_index, student in enumerate(students):
-            if not _STUDENT.match(student):
+            if not STUDENT_NAME.match(student):
                 errors.append(f"{at}.students[{s_index}]: {student!r} must be a DNS label "
                               "(it names a namespace)")
+            elif (error := student_name_error(student)) is not None:
+                errors.append(f"{at}.students[{s_index}]: {error}")
         if len(set(students)) != len(students):
             errors.append(f"{at}.students: lists a student twice")
         if name is not None and workers is not None:

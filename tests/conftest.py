@@ -15,8 +15,8 @@ import pytest
 from kubernetes import client
 from rich.console import Console
 
-from cell import localcell
-from cell.localcell import LocalCell
+from cell.localcell import lifecycle
+from cell.localcell.supervisor import LocalCell
 
 TEST_NODES = int(os.environ.get("CELL_TEST_NODES", "12"))
 
@@ -27,16 +27,16 @@ def local_cell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCell]:
     if reuse:
         cell = LocalCell(Path(reuse))
         if not cell.exists():
-            localcell.up(nodes=TEST_NODES, state_dir=Path(reuse), console=Console(stderr=True))
+            lifecycle.up(nodes=TEST_NODES, state_dir=Path(reuse), console=Console(stderr=True))
         yield LocalCell(Path(reuse))
         return
     state_dir = tmp_path_factory.mktemp("cell") / "state"
-    localcell.up(nodes=TEST_NODES, state_dir=state_dir, console=Console(stderr=True))
+    lifecycle.up(nodes=TEST_NODES, state_dir=state_dir, console=Console(stderr=True))
     cell = LocalCell(state_dir)
     try:
         yield cell
     finally:
-        localcell.down(state_dir=state_dir, console=Console(stderr=True))
+        lifecycle.down(state_dir=state_dir, console=Console(stderr=True))
 
 
 @pytest.fixture(scope="session")

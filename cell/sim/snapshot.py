@@ -15,14 +15,19 @@ is limited (a managed namespace without a BandQuota gets zero, Q4); any other na
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from cell.errors import CellError
+from cell.kube import api_client
+from cell.top import list_objects
 from scheduler_ext.policy.bands import Band
 from scheduler_ext.policy.model import RACK_LABEL, ZONE_LABEL, CellSnapshot
 from scheduler_ext.policy.quota import BandQuota, band_quota_of, bands_manifest, parse_bands, used_status
@@ -302,9 +307,6 @@ def compact_cell(document: Mapping[str, Any], source: str) -> SimCell:
 
 def load_live(kubeconfig: Path) -> SimCell:
     """Nodes, pods, Allocs, BandQuotas and managed namespaces of a running cell, read now."""
-    from cell.kube import api_client
-    from cell.top import list_objects
-
     api = api_client(kubeconfig)
     nodes, pods, allocs = list_objects(api)
     quotas, namespaces = _list_quota_objects(api)
@@ -316,11 +318,6 @@ def load_live(kubeconfig: Path) -> SimCell:
 
 
 def _list_quota_objects(api: Any) -> tuple[list[Manifest], list[Manifest]]:
-    import json
-
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
     def items(response: Any) -> list[Manifest]:
         try:
             return list(json.loads(response.data).get("items") or [])

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from aiohttp import web
-from kubernetes import config as k8s_config
 
 from scheduler_ext.extender.cache import ClusterCache, start_reflectors
 from scheduler_ext.extender.server import create_app
 from scheduler_ext.kube import names
-from scheduler_ext.kube.client import RawClient
+from scheduler_ext.kube.client import RawClient, api_client
 
 PROG = "scheduler_ext.extender"
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -51,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        api_client = k8s_config.new_client_from_config(config_file=str(args.kubeconfig))
+        raw = RawClient(api_client(args.kubeconfig))
     except Exception as exc:
         print(f"{PROG}: error: cannot load kubeconfig {args.kubeconfig}: {exc}".splitlines()[0], file=sys.stderr)
         return 1
@@ -60,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     sys.setswitchinterval(0.0005)
     cache = ClusterCache()
     stop = threading.Event()
-    raw = RawClient(api_client)
     start_reflectors(cache, raw, stop)
 
     def read_nodes(wanted: list[str]) -> list[dict[str, Any]]:

@@ -3,7 +3,8 @@
 POST /filter, /prioritize, /preempt   kube-scheduler's extender verbs (wire.py)
 GET  /healthz                         200 once the cache has synced, 503 before
 GET  /metrics                         Prometheus: requests and latency per verb, cache sizes
-GET  /why/{namespace}/{pod}           per-node reasons of the last filter decision for the pod
+GET  /why/{namespace}/{pod}           per-node reasons of the last filter decision for the pod (policy.why's
+                                      record as JSON; ?format=text: the same text `cell why` prints)
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -24,8 +24,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from scheduler_ext.extender import wire
 from scheduler_ext.policy.model import CellSnapshot, PodInfo
-from scheduler_ext.policy.preemption import Victims, vet_victims
-from scheduler_ext.policy.scheduler import NOT_EXAMINED, FilterResult, PolicyCache, Ranking, Scheduler
+from scheduler_ext.policy.preemption import Victims, choose_among
+from scheduler_ext.policy.scheduler import FilterResult, PolicyCache, Ranking, Scheduler
+from scheduler_ext.policy.why import WhyRecord
 
 log = logging.getLogger(__name__)
 
@@ -65,33 +66,6 @@ class SnapshotSource(Protocol):
     def assume_outcomes(self) -> dict[str, int]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class WhyRecord:
-    """The last filter decision for one pod. Verdict objects are shared with the score cache."""
-
-    pod: str
-    uid: str
-    decided_at: float
-    names: tuple[str, ...]
-    verdicts: tuple[Any, ...]
-    feasible: tuple[str, ...]
-    unexamined: tuple[str, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        nodes = {name: {"fits": verdict.fits, "reasons": list(verdict.reasons)}
-                 for name, verdict in zip(self.names, self.verdicts, strict=True)}
-        for name in self.unexamined:
-            nodes[name] = {"fits": None, "reasons": list(NOT_EXAMINED.reasons)}
-        return {
-            "pod": self.pod,
-            "uid": self.uid,
-            "decidedAt": datetime.fromtimestamp(self.decided_at, UTC).isoformat(),
-            "feasible": list(self.feasible),
-            "unexamined": len(self.unexamined),
-            "nodes": nodes,
-        }
-
-
 class WhyStore:
     """Last filter decision per pod, for the most recent `capacity` pods (bounded memory)."""
 
@@ -101,8 +75,7 @@ class WhyStore:
 
     def record(self, pod: PodInfo, result: FilterResult) -> None:
         key = pod.key
-        self._records[key] = WhyRecord(key, pod.uid, time.time(), tuple(result.verdicts),
-                                       tuple(result.verdicts.values()), result.feasible, result.unexamined)
+        self._records[key] = WhyRecord.of(pod, result, time.time())
         self._records.move_to_end(key)
         if len(self._records) > self._capacity:
             self._records.popitem(last=False)
@@ -372,26 +345,15 @@ class ExtenderServer:
         elif args.node_name_to_victims is not None:
             for name, full in args.node_name_to_victims.items():
                 proposals[name] = ([wire.pod_info(p) for p in full.pods], full.num_pdb_violations)
-        options: list[Victims] = []
-        for name, (proposed, pdb) in proposals.items():
-            node = snapshot.nodes.get(name)
-            if node is None:
-                self._drop(pod, name, "unknown-node", "node not in Cell's cache")
-                continue
-            victims, verdict = vet_victims(pod, snapshot, node, proposed, pdb)
-            if victims is None:
-                self._drop(pod, name, "no-allowed-victims", verdict.message)
-            elif not victims.pods:
-                # kube-scheduler rejects a node without victims; Cell's view says the pod fits there
-                # as is, which means the two caches disagree: let the next scheduling cycle decide.
-                self._drop(pod, name, "no-victims-needed", verdict.message)
-            else:
-                log.debug("preempt %s on %s: %s", pod.key, name, verdict.message)
-                options.append(victims)
-        if not options:
+        # R3 chosen here (not left to kube-scheduler), so Cell knows where the pod is nominated and can
+        # keep that room for it.
+        decision = choose_among(pod, snapshot, proposals)
+        for name, reason in decision.rejected.items():
+            self._drop(pod, name, reason, "; ".join(decision.reasons.get(name, ())))
+        best = decision.victims
+        if best is None:
             return _json(wire.ExtenderPreemptionResult({}))
-        # R3 decided here, so Cell knows where the pod is nominated and can keep that room for it.
-        best = min(options, key=Victims.order_key)
+        log.debug("preempt %s on %s: %s", pod.key, best.node, "; ".join(decision.reasons.get(best.node, ())))
         self.evictions.record(pod.uid, best)
         return _json(wire.ExtenderPreemptionResult({best.node: wire.MetaVictims(
             [wire.MetaPod(p.uid) for p in best.pods], best.num_pdb_violations)}))
@@ -426,6 +388,8 @@ class ExtenderServer:
         record = self.why_store.get(namespace, name)
         if record is None:
             return _json({"error": f"no filter decision recorded for {namespace}/{name}"}, status=404)
+        if request.query.get("format") == "text":
+            return web.Response(text=record.text())
         return _json(record.to_json())
 
     async def healthz(self, request: web.Request) -> web.Response:

@@ -8,10 +8,12 @@ cheap. Every error status becomes one of `errors`' classes.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
-from kubernetes.client import ApiClient
+from kubernetes import config
+from kubernetes.client import ApiClient, Configuration
 from kubernetes.watch.watch import iter_resp_lines
 
 from scheduler_ext.kube.errors import APINotFoundError, api_error
@@ -21,6 +23,25 @@ Query = Sequence[tuple[str, str]]
 
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"  # server-side apply (JSON is YAML)
+
+
+def load_configuration(kubeconfig: Path) -> Configuration:
+    """The connection an explicit kubeconfig describes (never ~/.kube/config or in-cluster
+    credentials). Raises FileNotFoundError, or the loader's own exception for an unusable file."""
+    if not kubeconfig.is_file():
+        raise FileNotFoundError(f"kubeconfig not found: {kubeconfig}")
+    configuration = Configuration()
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    return configuration
+
+
+def api_client(kubeconfig: Path, pool_size: int | None = None) -> ApiClient:
+    """The official client's connection for `kubeconfig`; `pool_size`: connections kept (a
+    reflector holds one per watched resource)."""
+    configuration = load_configuration(kubeconfig)
+    if pool_size:
+        configuration.connection_pool_maxsize = pool_size
+    return ApiClient(configuration)
 
 
 class RawClient:

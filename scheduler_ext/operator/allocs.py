@@ -6,22 +6,24 @@ decision starts from the stored instances and is written back with a resourceVer
 precondition, so a restarted operator (or a second one) never reserves an instance twice; a
 conflicting write is retried from a fresh read.
 
-Level-triggered: Alloc events, member pod events and a periodic sweep all just ask for the alloc
-to be reconciled; one reconcile per alloc runs at a time and requests arriving meanwhile coalesce
-into one more run. Placement is serialised cell-wide (one at a time, on a fresh snapshot that
-holds every alloc's reserved instances), so two allocs racing for the last free node never both
-get it. The sweep retries Pending and PartiallyReserved allocs, so instances are placed when
-capacity frees (A6).
+Level-triggered: Alloc events, member pod events and kopf timers all just ask for the alloc to be
+reconciled; one reconcile per alloc runs at a time and requests arriving meanwhile coalesce into
+one more run (a member pod's event is about another object than the Alloc, so kopf's own
+one-handler-per-object cannot do this). Placement is serialised cell-wide (one at a time, on a
+fresh snapshot that holds every alloc's reserved instances), so two allocs racing for the last free
+node never both get it. A timer retries Pending and PartiallyReserved allocs, so instances are
+placed when capacity frees (A6); a slower one reconciles every alloc (a vanished node, a missed
+event). The reconciler lives in kopf's memo.
 
-Deletion (A5) goes through the finalizer cell.distos.dev/alloc-protection: the reservation is
-released first (no new member can be scheduled into it), then the bound members are evicted
-through the Eviction API (PodDisruptionBudgets are honoured), then the finalizer is removed.
+Deletion (A5) is kopf's: its finalizer (named cell.distos.dev/alloc-protection, see settings.py)
+holds the Alloc until the deletion handler succeeds. The handler releases the reservation first
+(no new member can be scheduled into it), then evicts the bound members through the Eviction API
+(PodDisruptionBudgets are honoured); while members remain it asks kopf to retry.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -50,7 +52,8 @@ from scheduler_ext.policy.model import AllocInfo, AllocInstance, CellSnapshot, N
 
 FINALIZER = ALLOC_FINALIZER
 SWEEP_INTERVAL = 5.0  # seconds between retries of unsettled allocs (A6)
-FULL_SWEEP_EVERY = 6  # every Nth sweep reconciles every alloc (vanished nodes, missed events)
+FULL_SWEEP_EVERY = 6  # every alloc is reconciled every FULL_SWEEP_EVERY * SWEEP_INTERVAL (missed events)
+RELEASE_RETRY = 2.0  # seconds before kopf retries a deletion whose members are still running
 MACHINES_TTL = 1.0  # seconds a listing of nodes and pods serves further placements
 _CONFLICT_RERUNS = 5
 _TIMEOUT = 30
@@ -126,10 +129,6 @@ def _patch(api: RawClient, obj: Manifest, body: Manifest, status: bool) -> Manif
 
 def write_status(api: RawClient, obj: Manifest, status: Manifest) -> Manifest:
     return _patch(api, obj, {"status": status}, status=True)
-
-
-def write_finalizers(api: RawClient, obj: Manifest, finalizers: list[str]) -> Manifest:
-    return _patch(api, obj, {"metadata": {"finalizers": finalizers}}, status=False)
 
 
 def evict(api: RawClient, namespace: str, name: str) -> bool:
@@ -233,11 +232,7 @@ class AllocReconciler:
         if obj is None:
             return
         if obj["metadata"].get("deletionTimestamp"):
-            await self.release(obj)
-            return
-        finalizers = list(obj["metadata"].get("finalizers") or [])
-        if FINALIZER not in finalizers:
-            obj = await asyncio.to_thread(write_finalizers, self.api, obj, [*finalizers, FINALIZER])
+            return  # kopf's deletion handler (release) has it from here
         alloc = _parse(obj)
         generation = obj["metadata"].get("generation")
         if isinstance(alloc, str):
@@ -343,13 +338,14 @@ class AllocReconciler:
                                 alloc_status(alloc, placement, members, obj["metadata"].get("generation")))
         self._again.add(key)
 
-    async def release(self, obj: Manifest) -> None:
-        """A5: release the reservation, evict the bound members, then let the Alloc go."""
+    async def release(self, key: str) -> bool:
+        """A5: release the reservation and evict the bound members; True once none is left (the
+        finalizer may go), False while members still hold it (kopf retries)."""
+        namespace, name = _split(key)
+        obj = await asyncio.to_thread(get_alloc, self.api, namespace, name)
+        if obj is None:
+            return True
         meta = obj["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        key = _key(namespace, name)
-        if FINALIZER not in (meta.get("finalizers") or []):
-            return
         members = await asyncio.to_thread(list_members, self.api, namespace, name)
         holding = [p["metadata"]["name"] for p in members
                    if (p.get("spec") or {}).get("nodeName") and not p["metadata"].get("deletionTimestamp")]
@@ -367,10 +363,9 @@ class AllocReconciler:
         if holding:
             log.info("Alloc %s deleted: evicted %d member pod(s)%s", key, len(holding) - len(blocked),
                      f", {len(blocked)} refused by a PodDisruptionBudget" if blocked else "")
-            return  # the evicted pods' events (or the sweep, for refused ones) bring us back
-        finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
-        await asyncio.to_thread(write_finalizers, self.api, obj, finalizers)
+            return False
         log.info("Alloc %s deleted: reservation released, no member left", key)
+        return True
 
 
 def unsettled(obj: Mapping[str, Any]) -> bool:
@@ -387,45 +382,25 @@ def unsettled(obj: Mapping[str, Any]) -> bool:
 
 # --- kopf wiring ---------------------------------------------------------------------------------
 
-_reconciler: AllocReconciler | None = None
-_sweeper: asyncio.Task[None] | None = None
+MEMO_KEY = "alloc_reconciler"
 
 
 def reconciler(memo: kopf.Memo) -> AllocReconciler:
-    global _reconciler
-    if _reconciler is None:
-        _reconciler = AllocReconciler(memo["api"])
-    return _reconciler
+    """The operator's one reconciler (its runs, its placement lock), kept in kopf's memo."""
+    rec: AllocReconciler = memo[MEMO_KEY]
+    return rec
 
 
-async def sweep(rec: AllocReconciler, interval: float = SWEEP_INTERVAL) -> None:
-    """Retry unsettled allocs every interval, and every alloc now and then (level-triggered)."""
-    rounds = 0
-    while True:
-        await asyncio.sleep(interval)
-        rounds += 1
-        try:
-            allocs = await asyncio.to_thread(list_allocs, rec.api)
-        except Exception as exc:
-            log.warning("cannot list Allocs for the sweep: %s", str(exc).splitlines()[0] if str(exc) else exc)
-            continue
-        for obj in allocs:
-            if rounds % FULL_SWEEP_EVERY == 0 or unsettled(obj):
-                rec.request(_key(obj["metadata"]["namespace"], obj["metadata"]["name"]))
+@kopf.on.startup(id="alloc-reconciler")
+async def start_reconciler(memo: kopf.Memo, **_: Any) -> None:
+    # Startup handlers run before any watch: every object's memo is a shallow copy of this operator
+    # memo, so all of them share this one reconciler and its cell-wide placement lock.
+    memo[MEMO_KEY] = AllocReconciler(memo["api"])
 
 
-@kopf.on.startup(id="alloc-sweep")
-async def start_sweep(memo: kopf.Memo, **_: Any) -> None:
-    global _sweeper
-    _sweeper = asyncio.create_task(sweep(reconciler(memo)), name="alloc sweep")
-
-
-@kopf.on.cleanup(id="alloc-sweep-stop")
-async def stop_sweep(**_: Any) -> None:
-    if _sweeper is not None:
-        _sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await _sweeper
+@kopf.on.cleanup(id="alloc-reconciler-idle")
+async def stop_reconciler(memo: kopf.Memo, **_: Any) -> None:
+    await reconciler(memo).idle()
 
 
 @kopf.on.event(*ALLOCS.selector, id="alloc-reconcile")
@@ -434,9 +409,30 @@ async def on_alloc(name: str, namespace: str | None, type: str | None, memo: kop
         reconciler(memo).request(_key(namespace, name))
 
 
+@kopf.timer(*ALLOCS.selector, interval=SWEEP_INTERVAL, id="alloc-retry")
+async def retry_unsettled(name: str, namespace: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A6: an alloc not (fully) reserved is tried again every SWEEP_INTERVAL."""
+    if namespace and unsettled(body):
+        reconciler(memo).request(_key(namespace, name))
+
+
+@kopf.timer(*ALLOCS.selector, interval=SWEEP_INTERVAL * FULL_SWEEP_EVERY, id="alloc-resync")
+async def resync(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Every alloc now and then, settled or not (a vanished node, a missed event)."""
+    if namespace:
+        reconciler(memo).request(_key(namespace, name))
+
+
+@kopf.on.delete(*ALLOCS.selector, id="alloc-release", backoff=RELEASE_RETRY)
+async def on_delete(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A5: kopf keeps its finalizer on the Alloc until this returns without an error."""
+    if namespace and not await reconciler(memo).release(_key(namespace, name)):
+        raise kopf.TemporaryError("member pods still hold the reservation", delay=RELEASE_RETRY)
+
+
 @kopf.on.event(*PODS.selector, labels={ALLOC_LABEL: kopf.PRESENT}, id="alloc-members")
 async def on_member(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    """A member came, moved or went: its alloc's status.instances[].used (and, if deleting, A5)."""
+    """A member came, moved or went: its alloc's status.instances[].used."""
     alloc = labels.get(ALLOC_LABEL)
     if namespace and alloc:
         reconciler(memo).request(_key(namespace, alloc))

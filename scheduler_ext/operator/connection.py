@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import kopf
-from kubernetes import client, config
+from kubernetes import client
 
+from scheduler_ext.kube.client import load_configuration
 
-def load_configuration(kubeconfig: Path) -> client.Configuration:
-    """Raises FileNotFoundError or the loader's own exception for an unusable file."""
-    if not kubeconfig.is_file():
-        raise FileNotFoundError(f"kubeconfig not found: {kubeconfig}")
-    configuration = client.Configuration()
-    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    return configuration
+__all__ = ["connection_info", "load_configuration"]
 
 
 def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:

@@ -7,6 +7,8 @@ from typing import Any
 
 import kopf
 
+from scheduler_ext.kube.names import ALLOC_FINALIZER
+
 # Kinds watched at high volume by event/index handlers only: no on.create/update/resume handler
 # looks at their diff. Add a change-detecting handler for one of them and remove it from here.
 NO_DIFF_KINDS = frozenset({"Pod"})
@@ -23,6 +25,9 @@ class LeanDiffBase(kopf.AnnotationsDiffBaseStorage):
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
+    # kopf's finalizer, named as Cell's: only Allocs carry it (the one kind with a deletion handler and
+    # timers), and Allocs protected by an earlier operator keep the same name.
+    settings.persistence.finalizer = ALLOC_FINALIZER
     settings.persistence.diffbase_storage = LeanDiffBase()
     settings.posting.level = logging.WARNING  # no Kubernetes Event per status patch
     settings.watching.server_timeout = 300

@@ -45,11 +45,18 @@ class Victims:
 
 @dataclass(frozen=True, slots=True)
 class PreemptionDecision:
-    """The chosen node and victims (or none), with the reason for every node considered."""
+    """The chosen node and victims (or none), with the reason for every node considered; `rejected`
+    names why a node offers no option ("unknown-node", "no-allowed-victims", "no-victims-needed")."""
 
     node: str | None
     victims: Victims | None
     reasons: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    rejected: Mapping[str, str] = field(default_factory=dict)
+
+
+def best_victims(options: Iterable[Victims]) -> Victims | None:
+    """R3: the option with the fewest PDB violations, then the lowest and fewest victims."""
+    return min(options, key=Victims.order_key, default=None)
 
 
 def preemptable(preemptor: PodInfo, pods: Iterable[PodInfo]) -> list[PodInfo]:
@@ -102,10 +109,8 @@ def preempt(pod: PodInfo, snapshot: CellSnapshot, node_names: Iterable[str] | No
         if victims is not None:
             pdb = (pdb_violations or {}).get(name, 0)
             options.append(Victims(victims.node, victims.pods, pdb) if pdb else victims)
-    if not options:
-        return PreemptionDecision(None, None, reasons)
-    best = min(options, key=Victims.order_key)
-    return PreemptionDecision(best.node, best, reasons)
+    best = best_victims(options)
+    return PreemptionDecision(best.node if best else None, best, reasons)
 
 
 def vet_victims(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo, proposed: Iterable[PodInfo],
@@ -131,3 +136,29 @@ def vet_victims(pod: PodInfo, snapshot: CellSnapshot, node: NodeInfo, proposed: 
     if own is None:
         return None, Verdict(False, (*notes, *verdict.reasons))
     return own, Verdict(True, (*notes, "victims chosen by Cell: " + own.describe()))
+
+
+def choose_among(pod: PodInfo, snapshot: CellSnapshot,
+                 proposals: Mapping[str, tuple[Iterable[PodInfo], int]]) -> PreemptionDecision:
+    """R3 over someone else's proposals (kube-scheduler's: node -> (victims, PDB violations)):
+    each node's proposal vetted (`vet_victims`), then the best of what is left."""
+    reasons: dict[str, tuple[str, ...]] = {}
+    rejected: dict[str, str] = {}
+    options: list[Victims] = []
+    for name, (proposed, pdb) in proposals.items():
+        node = snapshot.nodes.get(name)
+        if node is None:
+            reasons[name], rejected[name] = ("node not in Cell's cache",), "unknown-node"
+            continue
+        victims, verdict = vet_victims(pod, snapshot, node, proposed, pdb)
+        reasons[name] = verdict.reasons
+        if victims is None:
+            rejected[name] = "no-allowed-victims"
+        elif not victims.pods:
+            # kube-scheduler rejects a node without victims; Cell's view says the pod fits there
+            # as is, which means the two caches disagree: let the next scheduling cycle decide.
+            rejected[name] = "no-victims-needed"
+        else:
+            options.append(victims)
+    best = best_victims(options)
+    return PreemptionDecision(best.node if best else None, best, reasons, rejected)

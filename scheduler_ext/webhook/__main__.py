@@ -7,13 +7,12 @@ import logging
 import ssl
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import uvloop
 from aiohttp import web
-from kubernetes import client, config
 
-from scheduler_ext.kube.client import RawClient
+from scheduler_ext.kube.client import RawClient, api_client
 from scheduler_ext.kube.names import SCALABLE
 from scheduler_ext.webhook.admission import QuotaAdmission
 from scheduler_ext.webhook.cache import QuotaCache
@@ -21,7 +20,7 @@ from scheduler_ext.webhook.server import make_app
 
 
 class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         fail(message)
 
 
@@ -37,22 +36,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     print(f"scheduler_ext.webhook: error: {message}", file=sys.stderr)
     sys.exit(1)
 
 
-def api_client(kubeconfig: Path) -> client.ApiClient:
-    if not kubeconfig.is_file():
-        fail(f"kubeconfig not found: {kubeconfig}")
-    configuration = client.Configuration()
+def connect(kubeconfig: Path) -> RawClient:
     try:
-        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        # One long-lived watch connection per resource, plus lists and the odd GET.
+        return RawClient(api_client(kubeconfig, pool_size=32))
+    except FileNotFoundError as exc:
+        fail(str(exc))
     except Exception as exc:  # the loader raises several unrelated types for a broken file
         fail(f"kubeconfig {kubeconfig} is unusable: {str(exc).splitlines()[0]}")
-    # One long-lived watch connection per resource, plus lists and the odd GET.
-    configuration.connection_pool_maxsize = 32
-    return client.ApiClient(configuration)
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -70,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"--port must be 1..65535, got {args.port}")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     context = tls_context(args.tls_cert, args.tls_key)
-    api = RawClient(api_client(args.kubeconfig))
+    api = connect(args.kubeconfig)
     scalable = {resource.plural: resource for resource in SCALABLE}
 
     def fetch(resource: str, namespace: str, name: str) -> dict[str, Any] | None:

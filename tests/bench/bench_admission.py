@@ -30,9 +30,9 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from cell import localcell  # noqa: E402
 from cell.kube import api_client  # noqa: E402
-from cell.localcell import LocalCell  # noqa: E402
+from cell.localcell import lifecycle  # noqa: E402
+from cell.localcell.supervisor import LocalCell  # noqa: E402
 from cell.students import StudentSpec, add_students, remove_students  # noqa: E402
 from tests.integration.helpers import restricted  # noqa: E402
 
@@ -156,13 +156,13 @@ def main() -> None:
     if not cell.exists():
         temporary = Path(tempfile.mkdtemp(prefix="cell-bench-admission-")) / "state"
         console.print(f"no cell at {cell.paths.root}; standing up a temporary one in {temporary}")
-        localcell.up(nodes=12, state_dir=temporary, console=Console(stderr=True))
+        lifecycle.up(nodes=12, state_dir=temporary, console=Console(stderr=True))
         cell = LocalCell(temporary)
     try:
         added = run(cell, args.concurrency, args.rounds)
     finally:
         if temporary is not None:
-            localcell.down(state_dir=temporary, console=Console(stderr=True))
+            lifecycle.down(state_dir=temporary, console=Console(stderr=True))
     if args.max_added_p99_ms is not None and added > args.max_added_p99_ms:
         console.print(f"[red]p99 added {added:.1f} ms > {args.max_added_p99_ms} ms[/]")
         sys.exit(1)

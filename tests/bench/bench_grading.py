@@ -28,9 +28,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from rich.console import Console
 
-from cell import localcell
-from cell.experiences import connect, find_kubectl
-from cell.localcell import LocalCell
+from cell.kube import connect, find_kubectl
+from cell.localcell import lifecycle
+from cell.localcell.supervisor import LocalCell
 from tests.reference.apply import apply_reference
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,12 +125,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
         state_dir = args.state_dir or Path(tmp) / "cell"
         if args.state_dir is None:
-            localcell.up(nodes=12, state_dir=state_dir, console=console)
+            lifecycle.up(nodes=12, state_dir=state_dir, console=console)
         try:
             result = run(state_dir, args.students, Path(tmp) / "reports")
         finally:
             if args.state_dir is None:
-                localcell.down(state_dir=state_dir, console=console)
+                lifecycle.down(state_dir=state_dir, console=console)
     print(f"graded {result['graded']} students ({args.students} bench students) with {EXPERIENCE}: "
           f"{result['grade_seconds'][0]} s, then {result['grade_seconds'][1]} s (limit {LIMIT_SECONDS:.0f} s); "
           f"setup {result['setup_seconds']} s")

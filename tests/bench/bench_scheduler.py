@@ -37,8 +37,10 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from cell import localcell  # noqa: E402
-from cell.localcell import CLUSTER_DIR, LocalCell  # noqa: E402
+from cell.localcell import lifecycle  # noqa: E402
+from cell.localcell.supervisor import LocalCell  # noqa: E402
+from cell.localcell.topology import CLUSTER_DIR  # noqa: E402
+from cell.state import free_port  # noqa: E402
 from scheduler_ext.extender import wire  # noqa: E402
 
 console = Console()
@@ -220,7 +222,7 @@ def start_stock_scheduler(cell: LocalCell, percentage: int | None) -> subprocess
     path.write_text(config)
     log = cell.paths.log("stock-scheduler").open("ab")
     return subprocess.Popen([str(cell.bin_dir / "kube-scheduler"), f"--config={path}",
-                             f"--secure-port={localcell.free_port()}", "--bind-address=127.0.0.1",
+                             f"--secure-port={free_port()}", "--bind-address=127.0.0.1",
                              f"--authentication-kubeconfig={cell.paths.component_kubeconfig('kube-scheduler')}",
                              f"--authorization-kubeconfig={cell.paths.component_kubeconfig('kube-scheduler')}"],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -289,7 +291,7 @@ def main() -> int:
     state = Path(tempfile.mkdtemp(prefix="cell-bench-")) / "state"
     os.environ["CELL_WITHOUT"] = "webhook,operator"  # admission is benchmarked on its own
     console.print(f"standing up a cell with {args.nodes} KWOK nodes ...")
-    localcell.up(nodes=args.nodes, state_dir=state, console=Console(stderr=True))
+    lifecycle.up(nodes=args.nodes, state_dir=state, console=Console(stderr=True))
     cell = LocalCell(state)
     api = cell.api()
     metrics_url = f"http://127.0.0.1:{cell.port('extender')}/metrics"
@@ -309,7 +311,7 @@ def main() -> int:
         assumed = gauges(metrics_url, "cell_extender_assumed_placements", "outcome")
         ahead = gauges(metrics_url, "cell_extender_ranked_ahead_total", "result")
     finally:
-        localcell.down(state_dir=state, console=Console(stderr=True))
+        lifecycle.down(state_dir=state, console=Console(stderr=True))
 
     console.print(f"\n[bold]bench-scheduler[/]: {args.nodes} KWOK nodes, {args.rounds} x {per_round} pods per "
                   "scheduler (100m/128Mi; production, batch, batch, best-effort), rounds alternating")

@@ -62,7 +62,7 @@ def dedicated_node_manifests(prefix: str, count: int) -> list[dict]:
     """KWOK nodes reserved for one test: labelled and tainted with `cell.distos.dev/test=<prefix>`, so
     only that test's pods (which tolerate and select it) land there, whatever else the shared cell runs.
     Zones rotate a, b, c like the cell's own nodes."""
-    from cell.localcell import kwok_node_manifest
+    from cell.localcell.topology import kwok_node_manifest
 
     nodes = []
     for index in range(1, count + 1):

@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from typer.testing import CliRunner
 
 from cell.cli import app
-from cell.localcell import LocalCell
+from cell.localcell.supervisor import LocalCell
 from cell.students import StudentSpec, add_students, remove_students
 from scheduler_ext.policy.model import ALLOC_LABEL, ZONE_LABEL
 from scheduler_ext.policy.resources import Resources

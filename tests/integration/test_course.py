@@ -22,9 +22,13 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from cell.experiences import Student, apply_experience, find_experience, find_kubectl
-from cell.grading import ClassReport, ClusterView, run_checks
-from cell.localcell import LocalCell
+from cell.catalog import find_experience
+from cell.experiences import Student, apply_experience
+from cell.grading import ClusterView
+from cell.grading.plugin import run_checks
+from cell.grading.report import ClassReport
+from cell.kube import find_kubectl
+from cell.localcell.supervisor import LocalCell
 from tests.reference import catalog
 from tests.reference.apply import apply_reference
 

@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from cell.localcell import EXTENSION_USERS, LocalCell
+from cell.localcell.supervisor import LocalCell
+from cell.localcell.topology import EXTENSION_USERS
 
 pytestmark = pytest.mark.cluster
 

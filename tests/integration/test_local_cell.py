@@ -12,9 +12,9 @@ import pytest
 from kubernetes import client
 from typer.testing import CliRunner
 
-from cell import localcell
+import cell.state as cell_state
 from cell.cli import app
-from cell.localcell import LocalCell
+from cell.localcell.supervisor import LocalCell
 from scheduler_ext.policy.resources import Resources
 from tests.integration.conftest import NodeFactory
 from tests.integration.helpers import deployment, pin_to_test_nodes, wait_for
@@ -79,7 +79,7 @@ def test_pods_of_a_deleted_node_are_recreated_elsewhere(local_cell: LocalCell, k
         wait_for(rescheduled, 150, interval=2, what=f"pods of {victim_node} recreated on other nodes")
     finally:
         local_cell.create_nodes(1, first=index)
-        local_cell.wait_nodes_ready(local_cell.record["nodes"])
+        local_cell.wait_nodes_ready(local_cell.record.nodes)
 
 
 def test_pods_are_placed_only_where_they_fit(kube_api: client.ApiClient, namespace: str,
@@ -119,12 +119,12 @@ def _node_requests(kube_api: client.ApiClient, node: str) -> Resources:
 
 
 def test_second_cell_up_reports_the_running_cell_and_changes_nothing(local_cell: LocalCell) -> None:
-    before = dict(local_cell.record["pids"])
+    before = dict(local_cell.record.pids)
     result = CliRunner().invoke(app, ["up", "--state-dir", str(local_cell.state_dir)])
     assert result.exit_code == 0, result.output
     assert "already running" in result.output
     assert result.stdout.strip().endswith(str(local_cell.kubeconfig))
-    assert LocalCell(local_cell.state_dir).record["pids"] == before
+    assert LocalCell(local_cell.state_dir).record.pids == before
 
 
 def test_dead_component_is_named_by_status_and_restarted_by_up(local_cell: LocalCell) -> None:
@@ -181,7 +181,7 @@ def test_port_in_use_fails_with_one_line_naming_component_and_log(tmp_path: Path
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     taken = busy.getsockname()[1]
-    monkeypatch.setattr(localcell, "free_port", lambda: taken)
+    monkeypatch.setattr(cell_state, "free_port", lambda: taken)
     monkeypatch.setenv("CELL_WITHOUT", "extender,webhook,operator")
     state = tmp_path / "clash"
     try:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from cell.localcell import LocalCell
+from cell.localcell.supervisor import LocalCell
 from cell.students import StudentSpec, add_students, kubeconfig_of, remove_students
 from scheduler_ext.policy.quota import band_quota_of
 from scheduler_ext.policy.resources import ZERO, Resources

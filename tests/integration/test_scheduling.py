@@ -14,7 +14,7 @@ from kubernetes import client
 from typer.testing import CliRunner
 
 from cell.cli import app
-from cell.localcell import LocalCell
+from cell.localcell.supervisor import LocalCell
 from tests.integration.conftest import NodeFactory
 from tests.integration.helpers import deployment, pin_to_test_nodes, wait_for
 

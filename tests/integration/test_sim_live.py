@@ -18,7 +18,7 @@ from kubernetes import client
 from typer.testing import CliRunner
 
 from cell.cli import app
-from cell.localcell import LocalCell
+from cell.localcell.supervisor import LocalCell
 from cell.sim.engine import SimOptions, simulate
 from cell.sim.snapshot import load_live, load_snapshot_file
 from cell.sim.workload import JobSpec, Workload

@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from typer.testing import CliRunner
 
 from cell.cli import app
-from cell.localcell import LocalCell
+from cell.localcell.supervisor import LocalCell
 from cell.students import kubeconfig_of, remove_students
 
 pytestmark = pytest.mark.cluster

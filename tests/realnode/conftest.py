@@ -28,8 +28,11 @@ from kubernetes import config as kube_config
 from rich.console import Console
 from testinfra.host import Host
 
-from cell import realnode
-from cell.localcell import LocalCell
+from cell.localcell.supervisor import LocalCell
+from cell.realnode import host
+from cell.realnode import node as realnode
+from cell.realnode.config import NODE_NAME, RealNodePaths
+from playbooks.runner import Outcome
 
 HOSTS_ENV = "CELL_TESTINFRA_HOSTS"
 KUBECONFIG_ENV = "CELL_TESTINFRA_KUBECONFIG"
@@ -70,11 +73,11 @@ class RealNode:
     """The session's real node: its cell, and the machine's state before the node was added."""
 
     cell: LocalCell
-    before: realnode.HostState
+    before: host.HostState
 
     @property
     def present(self) -> bool:
-        return bool(self.cell.record.get("real_node"))
+        return self.cell.record.real_node is not None
 
 
 @pytest.fixture(scope="session")
@@ -83,14 +86,14 @@ def real_node(local_cell: LocalCell) -> Iterator[RealNode]:
     if os.geteuid() != 0:
         pytest.skip("a real node needs root (containerd, kubelet, mounts, iptables)")
     cell = LocalCell(local_cell.state_dir)  # a fresh view: the record changes under it
-    before = realnode.capture_host_state()
+    before = host.capture_host_state()
     realnode.add(cell, Console(stderr=True))
     node = RealNode(cell, before)
     try:
         yield node
     finally:
         fresh = LocalCell(local_cell.state_dir)
-        if fresh.exists() and fresh.record.get("real_node"):
+        if fresh.exists() and fresh.record.real_node is not None:
             realnode.remove(fresh, Console(stderr=True), keep_cell=True)
 
 
@@ -111,7 +114,7 @@ class NodeTarget:
         with self.host.sudo():
             return str(self.host.check_output(command))
 
-    def run_node_role(self) -> realnode.RoleRun:
+    def run_node_role(self) -> Outcome:
         if self.real_node is not None:
             return realnode.run_node_role(self.real_node.cell)
         inventory = os.environ.get(INVENTORY_ENV)
@@ -129,8 +132,8 @@ def node_host(request: pytest.FixtureRequest) -> Host:
 def target(node_host: Host, request: pytest.FixtureRequest) -> NodeTarget:
     if node_host.backend.NAME == "local" and is_local():
         node: RealNode = request.getfixturevalue("real_node")
-        paths = realnode.RealNodePaths(node.cell)
-        return NodeTarget(node_host, realnode.NODE_NAME, node.cell.api(), str(paths.containerd_socket), node)
+        paths = RealNodePaths(node.cell.paths)
+        return NodeTarget(node_host, NODE_NAME, node.cell.api(), str(paths.containerd_socket), node)
     kubeconfig = os.environ.get(KUBECONFIG_ENV)
     if not kubeconfig:
         pytest.fail(f"{HOSTS_ENV} names remote hosts: set {KUBECONFIG_ENV} to their cluster's admin kubeconfig")

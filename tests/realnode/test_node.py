@@ -24,10 +24,15 @@ from kubernetes import client
 from kubernetes.stream import stream
 from rich.console import Console
 
-from cell import images, localcell, realnode
+from cell import images
+from cell.catalog import course_images
 from cell.errors import CellError
-from cell.experiences import course_images
-from cell.localcell import LocalCell
+from cell.localcell import lifecycle, topology
+from cell.localcell.supervisor import LocalCell
+from cell.names import REAL_LABEL
+from cell.realnode import claim, host
+from cell.realnode import node as realnode
+from cell.realnode.config import COMPONENTS, NODE_NAME, RealNodePaths
 from tests.integration.helpers import wait_for
 from tests.realnode.conftest import NodeTarget, RealNode, is_local
 
@@ -55,7 +60,7 @@ def _pod(target: NodeTarget, name: str, image: str, command: list[str] | None = 
         "metadata": {"name": name, "labels": labels or {"app": name}},
         "spec": {
             "nodeSelector": {"kubernetes.io/hostname": target.node},
-            "tolerations": [{"key": realnode.REAL_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
+            "tolerations": [{"key": REAL_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
             "terminationGracePeriodSeconds": 0,
             "containers": [container],
         },
@@ -121,13 +126,13 @@ def test_the_node_is_ready_beside_the_kwok_nodes(target: NodeTarget) -> None:
     assert node.status.node_info.kubelet_version.startswith("v1.")
     if target.real_node is not None:
         labels = node.metadata.labels
-        assert labels[realnode.REAL_LABEL] == "true"
-        assert labels["topology.kubernetes.io/zone"] in localcell.ZONES
+        assert labels[REAL_LABEL] == "true"
+        assert labels["topology.kubernetes.io/zone"] in topology.ZONES
         assert labels["cell.distos.dev/rack"].startswith("rack-")
         # Cell's own taint, and no other but the kubelet's condition taints (node.kubernetes.io/...).
         taints = [(t.key, t.effect) for t in node.spec.taints]
-        assert (realnode.REAL_LABEL, "NoSchedule") in taints, taints
-        assert all(key == realnode.REAL_LABEL or key.startswith("node.kubernetes.io/") for key, _ in taints), taints
+        assert (REAL_LABEL, "NoSchedule") in taints, taints
+        assert all(key == REAL_LABEL or key.startswith("node.kubernetes.io/") for key, _ in taints), taints
         kwok = [n for n in nodes.values() if (n.metadata.annotations or {}).get("kwok.x-k8s.io/node") == "fake"]
         assert kwok and all(any(c.type == "Ready" and c.status == "True" for c in n.status.conditions)
                             for n in kwok)
@@ -138,7 +143,7 @@ def test_containerd_runs_and_serves_the_cri(target: NodeTarget) -> None:
     assert processes, "no containerd process on the node"
     assert target.host.socket(f"unix://{target.containerd_socket}").is_listening
     if target.real_node is not None:
-        config = str(realnode.RealNodePaths(target.real_node.cell).containerd_config)
+        config = str(RealNodePaths(target.real_node.cell.paths).containerd_config)
         assert any(config in process.args for process in processes), [p.args for p in processes]
         # Configured for this kernel: cgroupfs, and no lowering of oom_score_adj.
         text = target.host.file(config).content_string
@@ -274,9 +279,9 @@ def _local(target: NodeTarget) -> RealNode:
 def test_cell_status_reports_the_real_nodes_components(target: NodeTarget) -> None:
     node = _local(target)
     out = io.StringIO()
-    healthy = localcell.status(state_dir=node.cell.state_dir, console=Console(file=out, width=200))
+    healthy = lifecycle.status(state_dir=node.cell.state_dir, console=Console(file=out, width=200))
     table = out.getvalue()
-    for name in realnode.COMPONENTS:
+    for name in COMPONENTS:
         line = next(line for line in table.splitlines() if f" {name} " in line)
         assert "healthy" in line and "unhealthy" not in line, line
     assert healthy, table
@@ -286,17 +291,18 @@ def test_a_second_real_node_on_the_machine_is_refused(target: NodeTarget, tmp_pa
     node = _local(target)
     other = tmp_path / "other"
     other.mkdir()
-    record = {"bin_dir": node.cell.record["bin_dir"], "ports": {}, "pids": {}, "without": []}
+    record = {"bin_dir": node.cell.record.bin_dir, "ports": {}, "pids": {}, "without": []}
     (other / "cell.json").write_text(json.dumps(record))
     with pytest.raises(CellError, match=rf"already runs on this machine, in the cell at {node.cell.state_dir}"):
         realnode.add(LocalCell(other), Console(file=io.StringIO()))
-    assert realnode.Claim.load().state_dir == str(node.cell.state_dir)  # the claim stays where it was
+    assert claim.Claim.load().state_dir == str(node.cell.state_dir)  # the claim stays where it was
     assert "real_node" not in json.loads((other / "cell.json").read_text())
     assert not (other / "realnode").exists()
     # `cell up --real-node` for a new cell refuses before starting anything.
     fresh = tmp_path / "fresh"
     with pytest.raises(CellError, match="already runs on this machine"):
-        localcell.up(nodes=1, state_dir=fresh, console=Console(file=io.StringIO()), real_node=True)
+        lifecycle.up(nodes=1, state_dir=fresh, console=Console(file=io.StringIO()), real_node=True,
+                     node=realnode.RealNode())
     assert not fresh.exists()
 
 
@@ -306,7 +312,8 @@ def test_cell_up_restarts_a_component_of_the_real_node_that_died(target: NodeTar
     assert old_pid is not None
     target.privileged(f"kill -9 {old_pid}")
     wait_for(lambda: not LocalCell(node.cell.state_dir).alive("kube-proxy"), timeout=10, what="kube-proxy to die")
-    localcell.up(state_dir=node.cell.state_dir, console=Console(file=io.StringIO()), real_node=True)
+    lifecycle.up(state_dir=node.cell.state_dir, console=Console(file=io.StringIO()), real_node=True,
+                 node=realnode.RealNode())
     fresh = LocalCell(node.cell.state_dir)
     assert fresh.healthy("kube-proxy") and fresh.pid("kube-proxy") != old_pid
     node.cell._record = None  # the fixture's view re-reads the record the restart changed
@@ -324,25 +331,25 @@ def test_removing_the_node_leaves_the_machine_as_it_was(target: NodeTarget, name
     core.create_namespaced_service(namespace, {
         "metadata": {"name": name}, "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}})
     wait_for(lambda: _service_rules(target, namespace, name), timeout=60, what=f"kube-proxy's rules for {name}")
-    changed = realnode.capture_host_state().differences(node.before)
+    changed = host.capture_host_state().differences(node.before)
     assert any(d.startswith("links") for d in changed) and any(d.startswith("iptables") for d in changed), changed
 
-    node_root = str(realnode.RealNodePaths(cell).root)
+    node_root = str(RealNodePaths(cell.paths).root)
     realnode.remove(cell, Console(stderr=True), keep_cell=True)
 
-    assert realnode.capture_host_state().differences(node.before) == []
+    assert host.capture_host_state().differences(node.before) == []
     assert not [p for p in target.host.process.filter() if node_root in p.args]
-    assert realnode.Claim.load() is None
-    assert "real_node" not in LocalCell(cell.state_dir).record
+    assert claim.Claim.load() is None
+    assert LocalCell(cell.state_dir).record.real_node is None
     with pytest.raises(client.ApiException) as missing:
-        core.read_node(realnode.NODE_NAME)
+        core.read_node(NODE_NAME)
     assert missing.value.status == 404
     assert all(LocalCell(cell.state_dir).healthy(c) for c in LocalCell(cell.state_dir).component_names())
     core.delete_namespaced_service(name, namespace)
     assert not Path(node_root).exists()
     # Removing again finds nothing to do and changes nothing.
     realnode.remove(LocalCell(cell.state_dir), Console(stderr=True), keep_cell=True)
-    assert realnode.capture_host_state().differences(node.before) == []
+    assert host.capture_host_state().differences(node.before) == []
 
 
 # After the session's node is gone: the whole cycle through the CLI, with the node's agents crashed.
@@ -354,7 +361,7 @@ def test_cell_down_after_a_crash_leaves_the_machine_as_it_was(request: pytest.Fi
     real_node: RealNode = request.getfixturevalue("real_node")
     if real_node.present:  # run on its own: the machine's one real-node slot is needed here
         realnode.remove(real_node.cell, Console(stderr=True), keep_cell=True)
-    before = realnode.capture_host_state()
+    before = host.capture_host_state()
     state = tmp_path / "s"
     cell_cli = str(Path(sys.executable).parent / "cell")
     up = subprocess.run([cell_cli, "up", "--nodes", "1", "--state-dir", str(state), "--real-node"],
@@ -362,8 +369,8 @@ def test_cell_down_after_a_crash_leaves_the_machine_as_it_was(request: pytest.Fi
     assert up.returncode == 0, up.stderr[-2000:]
     cell = LocalCell(state)
     api = cell.api()
-    target = NodeTarget(testinfra.get_host("local://"), realnode.NODE_NAME, api,
-                        str(realnode.RealNodePaths(cell).containerd_socket), None)
+    target = NodeTarget(testinfra.get_host("local://"), NODE_NAME, api,
+                        str(RealNodePaths(cell.paths).containerd_socket), None)
     name = _name("web")
     client.CoreV1Api(api).create_namespace({"metadata": {"name": "crash"}})
     _create_running(target, "crash", _pod(target, name, course_images()["web"], probe=True), ready=True)
@@ -378,7 +385,7 @@ def test_cell_down_after_a_crash_leaves_the_machine_as_it_was(request: pytest.Fi
     down = subprocess.run([cell_cli, "down", "--state-dir", str(state)], capture_output=True, text=True, timeout=300)
 
     assert down.returncode == 0, down.stderr[-2000:]
-    assert realnode.capture_host_state().differences(before) == []
+    assert host.capture_host_state().differences(before) == []
     assert not _pids_in_cgroup_of(target, "kubepods")
     assert not [p for p in target.host.process.filter() if str(state) in p.args]
-    assert not state.exists() and realnode.Claim.load() is None
+    assert not state.exists() and claim.Claim.load() is None

@@ -27,8 +27,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cell.errors import CellError
-from cell.experiences import apply_experience, connect, discover_students, find_kubectl
+from cell.experiences import apply_experience, discover_students
 from cell.grading import ClusterView
+from cell.kube import connect, find_kubectl
+from cell.state import CellPaths, admin_kubeconfig
 from tests.reference import catalog
 
 if TYPE_CHECKING:
@@ -89,9 +91,7 @@ class KubectlBackend:
 
 def student_kubeconfig(state_dir: Path | None, student: str, admin: Path) -> Path:
     """The student's own kubeconfig (so RBAC applies), else the admin's."""
-    from cell.localcell import CellPaths
-
-    own = CellPaths(state_dir).students_dir / f"{student}.kubeconfig"
+    own = CellPaths(state_dir).student_kubeconfig(student)
     return own if own.is_file() else admin
 
 
@@ -128,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.mistake:
             catalog.mistake(args.experience, args.mistake)
-        from cell.experiences import admin_kubeconfig
-
-        admin = args.kubeconfig or admin_kubeconfig(args.state_dir)
+        admin = admin_kubeconfig(args.kubeconfig, args.state_dir)
         api = connect(admin)
         apply_reference(args.experience, args.student, admin_kubeconfig=admin, kubectl=find_kubectl(args.state_dir),
                         api=api, state_dir=args.state_dir, mistake=args.mistake, as_admin=args.as_admin,

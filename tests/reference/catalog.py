@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from cell.experiences import course_images, experiences_dir
+from cell.catalog import course_images, experiences_dir
 from cell.grading import ready_endpoints
 from scheduler_ext.policy.bands import Band
 from scheduler_ext.policy.quota import band_quota_of

@@ -1,6 +1,7 @@
 """The operator's Alloc reconciler against an in-memory API with resourceVersion semantics: the
 status is the record, stale writes lose, placement is serialised, deletion evicts then lets go.
-No cluster: the module's I/O functions are replaced by a fake that behaves like the API server."""
+No cluster: the module's I/O functions are replaced by a fake that behaves like the API server.
+The finalizer is kopf's (it adds and removes it): here, what the operator asks of kopf is checked."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import kopf
 import pytest
 
 from scheduler_ext.operator import allocs as operator
+from scheduler_ext.operator import bandquota, charges  # noqa: F401  (every handler registered, as in the operator)
+from scheduler_ext.operator.settings import configure
 from scheduler_ext.policy.model import ALLOC_LABEL, ZONE_LABEL
 
 Manifest = dict[str, Any]
@@ -134,9 +138,6 @@ class FakeAPI:
         self.status_writes.append((obj["metadata"]["name"], copy.deepcopy(status)))
         return self._write(obj, lambda stored: stored.__setitem__("status", copy.deepcopy(status)))
 
-    def write_finalizers(self, _api: Any, obj: Manifest, finalizers: list[str]) -> Manifest:
-        return self._write(obj, lambda stored: stored["metadata"].__setitem__("finalizers", list(finalizers)))
-
     def evict(self, _api: Any, namespace: str, name: str) -> bool:
         if name in self.budget_blocks:
             return False
@@ -149,7 +150,7 @@ class FakeAPI:
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAPI]:
     api = FakeAPI()
     for name in ("get_alloc", "list_allocs", "list_node_names", "list_nodes", "list_bound_pods", "list_members",
-                 "write_status", "write_finalizers", "evict"):
+                 "write_status", "evict"):
         monkeypatch.setattr(operator, name, getattr(api, name))
     yield api
 
@@ -165,6 +166,16 @@ def reconcile(*keys: str) -> None:
     asyncio.run(main())
 
 
+def release(key: str) -> bool:
+    """kopf's deletion handler's work: True once the finalizer may go."""
+    return asyncio.run(operator.AllocReconciler(api=None).release(key))  # type: ignore[arg-type]
+
+
+def protected(manifest: Manifest) -> Manifest:
+    """As kopf leaves an Alloc it has seen: its finalizer on."""
+    return {**manifest, "metadata": {**manifest["metadata"], "finalizers": [operator.FINALIZER]}}
+
+
 def nodes_of(status: Manifest) -> list[str]:
     return [i["node"] for i in status.get("instances") or []]
 
@@ -177,7 +188,20 @@ def test_places_protects_and_records(fake: FakeAPI) -> None:
     status = fake.status(key)
     assert status["phase"] == "Reserved" and status["message"] == "" and status["observedGeneration"] == 1
     assert sorted(nodes_of(status)) in (["n0", "n2"], ["n1", "n2"])
-    assert fake.allocs[key]["metadata"]["finalizers"] == [operator.FINALIZER]
+
+
+def test_kopf_protects_allocs_and_only_allocs_with_the_alloc_finalizer() -> None:
+    """kopf adds its finalizer to objects with a deletion handler or a timer and removes it once the
+    deletion handler succeeded: named as before (Allocs protected earlier stay protected), and on
+    Allocs alone (a BandQuota or a pod must never wait for the operator to be deleted)."""
+    settings = kopf.OperatorSettings()
+    configure(settings)
+    assert settings.persistence.finalizer == operator.FINALIZER == "cell.distos.dev/alloc-protection"
+    registry = kopf.get_default_registry()
+    protecting = [h for reg in (registry._changing, registry._spawning) for h in reg._handlers if h.requires_finalizer]
+    assert {h.id for h in protecting} == {"alloc-release", "alloc-retry", "alloc-resync"}
+    assert {(h.selector.group, h.selector.version, h.selector.any_name) for h in protecting} == {
+        ("cell.distos.dev", "v1alpha1", "allocs")}
 
 
 def test_a_restarted_operator_writes_nothing_new(fake: FakeAPI) -> None:
@@ -250,24 +274,24 @@ def test_an_instance_squeezed_out_while_placing_goes_elsewhere(fake: FakeAPI) ->
 
 def test_deletion_releases_evicts_then_lets_go(fake: FakeAPI) -> None:
     fake.add_node(node_manifest("n0"))
-    key = fake.add_alloc(alloc_manifest("cache"))
+    key = fake.add_alloc(protected(alloc_manifest("cache")))
     reconcile(key)
     fake.add_pod(pod_manifest("m1", "n0", "1", alloc="cache"))
     fake.add_pod(pod_manifest("m2", "n0", "1", alloc="cache"))
     fake.add_pod(pod_manifest("waiting", None, "1", alloc="cache"))
     fake.budget_blocks = {"m2"}
     fake.delete_alloc(key)
-    reconcile(key)
+    reconcile(key)  # an event of the deleting Alloc: the deletion handler's, nothing is placed again
+    assert release(key) is False, "let go with a member still running"
     assert fake.evicted == ["m1"]
     status = fake.status(key)
     assert status["instances"] == [] and "PodDisruptionBudget" in status["message"], status
-    assert operator.FINALIZER in fake.allocs[key]["metadata"]["finalizers"], "let go with a member still running"
+    assert operator.FINALIZER in fake.allocs[key]["metadata"]["finalizers"]
 
     fake.budget_blocks = set()
-    reconcile(key)  # the sweep comes back
+    assert release(key) is False  # kopf retries the deletion handler
     assert fake.evicted == ["m1", "m2"]
-    reconcile(key)  # the evicted pods' events bring it back: nothing bound is left
-    assert key not in fake.allocs
+    assert release(key) is True  # nothing bound is left: kopf takes its finalizer off
     assert "waiting" in fake.pods, "an unbound member holds nothing and is not evicted"
 
 

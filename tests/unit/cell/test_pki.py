@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cell.errors import CellError
-from cell.kube import server_url_of, write_kubeconfig
+from cell.kubeconfig import server_url_of, write_kubeconfig
 from cell.pki import CertificateAuthority
 
 

@@ -21,9 +21,10 @@ from urllib.parse import urlencode
 
 import yaml
 
-from cell.experiences import experiences_dir
-from cell.grading import RESOURCES, ClusterView
-from cell.localcell import kwok_node_manifest
+from cell.catalog import experiences_dir
+from cell.grading import ClusterView
+from cell.grading.view import RESOURCES
+from cell.localcell.topology import kwok_node_manifest
 from scheduler_ext.policy.model import ALLOC_LABEL
 from scheduler_ext.policy.quota import DEFAULT_STUDENT_BANDS, admit_charge, band_quota_of, used_status
 from scheduler_ext.policy.workloads import charge_of, usage_by_band

@@ -14,10 +14,15 @@ from typing import Any
 
 import pytest
 
-import cell.grading as grading
+from cell.catalog import Experience, find_experience
 from cell.errors import CellError
-from cell.experiences import Experience, Student
-from cell.grading import ClusterView, check_self_healing, run_checks
+from cell.experiences import Student
+from cell.grading import ClusterView, healing, plugin
+from cell.grading.healing import check_self_healing
+from cell.grading.plugin import run_checks
+from cell.grading.report import CheckResult, ClassReport, Task, build_report
+from cell.grading.view import GradingError
+from cell.grading.view import ready_endpoints as view_ready_endpoints
 from tests.reference import catalog
 from tests.unit.course.fakecell import FakeBackend, FakeCell
 
@@ -33,7 +38,7 @@ def make_experience(root: Path, checks: str, name: str = "exp-test") -> Experien
     return Experience(name, root / name)
 
 
-def run(tmp_path: Path, checks: str, students: list[Student] | None = None) -> grading.ClassReport:
+def run(tmp_path: Path, checks: str, students: list[Student] | None = None) -> ClassReport:
     return run_checks(make_experience(tmp_path, checks), students or STUDENTS, api=None,  # type: ignore[arg-type]
                       images=IMAGES)
 
@@ -178,7 +183,7 @@ def test_self_healing_passes_when_a_replacement_becomes_ready() -> None:
 def test_self_healing_waits_until_the_services_endpoints_are_back(monkeypatch: pytest.MonkeyPatch) -> None:
     cell = _exp1_class("ann")
     reads: list[int] = []
-    ready_endpoints = grading.ready_endpoints
+    ready_endpoints = view_ready_endpoints
 
     def lagging(endpoint_slices: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
         """The EndpointSlice controller two reads behind the Deployment's availability."""
@@ -188,7 +193,7 @@ def test_self_healing_waits_until_the_services_endpoints_are_back(monkeypatch: p
         reads.append(len(endpoints.get("web", ())))
         return endpoints
 
-    monkeypatch.setattr(grading, "ready_endpoints", lagging)
+    monkeypatch.setattr(healing, "ready_endpoints", lagging)
     result = check_self_healing(cell, "ann", "web", "app=web", timeout=5, poll=0.01)  # type: ignore[arg-type]
     assert result.passed
     assert reads == [3, 2, 2, 3]  # it returned once Service web had its 3 ready endpoints again
@@ -214,7 +219,7 @@ def test_self_healing_without_a_deployment_deletes_nothing() -> None:
 
 def test_self_healing_runs_after_every_read_check() -> None:
     cell = _exp1_class("ann", "ben")
-    run_checks(grading.find_experience("exp1-orchestration"), [Student("ann", "ann"), Student("ben", "ben")],
+    run_checks(find_experience("exp1-orchestration"), [Student("ann", "ann"), Student("ben", "ben")],
                cell)  # type: ignore[arg-type]
     first_delete = next(i for i, r in enumerate(cell.requests) if r.startswith("DELETE"))
     # exp1's endpoints check reads Service web's slices; the self-healing check's own reads (what it
@@ -228,14 +233,14 @@ def test_self_healing_of_a_class_runs_concurrently(monkeypatch: pytest.MonkeyPat
     threads: set[str] = set()
 
     def slow_check(api: object, namespace: str, deployment: str, selector: str,
-                   timeout: float) -> grading.SelfHealing:
+                   timeout: float) -> healing.SelfHealing:
         threads.add(threading.current_thread().name)
         time.sleep(0.5)
-        return grading.SelfHealing(True)
+        return healing.SelfHealing(True)
 
-    monkeypatch.setattr(grading, "check_self_healing", slow_check)
+    monkeypatch.setattr(healing, "check_self_healing", slow_check)
     students = [Student(f"s{i}", f"s{i}") for i in range(6)]
-    pool = grading._SelfHealingPool(api=None, students=students)  # type: ignore[arg-type]
+    pool = healing.SelfHealingPool(api=None, students=students)  # type: ignore[arg-type]
     started = time.monotonic()
     try:
         assert all(pool.check(s, "web", "app=web", 60).passed for s in students)
@@ -257,22 +262,22 @@ def test_cluster_view_reads_and_names_what_is_missing() -> None:
     assert set(view.nodes()) == {f"node-{i}" for i in range(1, 13)}
     with pytest.raises(AssertionError, match=r"^Job nope not found in namespace ann$"):
         view.require("Job", "nope")
-    with pytest.raises(grading.GradingError, match="cannot read kind 'Gadget'"):
+    with pytest.raises(GradingError, match="cannot read kind 'Gadget'"):
         view.get("Gadget", "x")
 
 
 def test_a_cluster_lost_during_grading_is_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    unreadable = grading.build_report("exp1-orchestration", [grading.Task(1, "T", 2)], STUDENTS, {
-        s.name: [grading.CheckResult("test_t", 1, False, "could not be checked (MaxRetryError: refused)")]
+    unreadable = build_report("exp1-orchestration", [Task(1, "T", 2)], STUDENTS, {
+        s.name: [CheckResult("test_t", 1, False, "could not be checked (MaxRetryError: refused)")]
         for s in STUDENTS})
-    monkeypatch.setattr(grading, "discover_students", lambda api, only=None: STUDENTS)
-    monkeypatch.setattr(grading, "run_checks", lambda experience, students, api: unreadable)
+    monkeypatch.setattr(plugin, "discover_students", lambda api, only=None: STUDENTS)
+    monkeypatch.setattr(plugin, "run_checks", lambda experience, students, api: unreadable)
 
     def unreachable(api: object) -> None:
         raise CellError("cannot reach the cluster at https://127.0.0.1:6443: [Errno 111] Connection refused")
 
-    monkeypatch.setattr(grading, "probe", unreachable)
+    monkeypatch.setattr(plugin, "probe", unreachable)
     with pytest.raises(CellError, match=r"^cannot reach the cluster"):
-        grading.grade("exp1-orchestration", api=None)  # type: ignore[arg-type]
-    monkeypatch.setattr(grading, "probe", lambda api: None)  # reachable: the reasons stand
-    assert grading.grade("exp1-orchestration", api=None) is unreadable  # type: ignore[arg-type]
+        plugin.grade("exp1-orchestration", api=None)  # type: ignore[arg-type]
+    monkeypatch.setattr(plugin, "probe", lambda api: None)  # reachable: the reasons stand
+    assert plugin.grade("exp1-orchestration", api=None) is unreadable  # type: ignore[arg-type]

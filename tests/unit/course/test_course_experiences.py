@@ -13,18 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cell.catalog import course_images, experiences_dir, find_experience, list_experiences
 from cell.errors import CellError
-from cell.experiences import (
-    EXPERIENCE_LABEL,
-    course_images,
-    experiences_dir,
-    find_experience,
-    find_kubectl,
-    for_namespace,
-    list_experiences,
-    render,
-    validate_manifests,
-)
+from cell.experiences import for_namespace, render, validate_manifests
+from cell.kube import find_kubectl
+from cell.names import EXPERIENCE_LABEL
 from tests.reference import catalog
 
 EXPERIENCES = ["exp1-orchestration", "exp2-borg", "exp3-failures"]

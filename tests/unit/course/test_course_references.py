@@ -9,8 +9,10 @@ import functools
 
 import pytest
 
-from cell.experiences import Student, find_experience
-from cell.grading import ClassReport, run_checks
+from cell.catalog import find_experience
+from cell.experiences import Student
+from cell.grading.plugin import run_checks
+from cell.grading.report import ClassReport
 from tests.reference import catalog
 from tests.unit.course.fakecell import FakeBackend, FakeCell
 

@@ -12,20 +12,8 @@ import pytest
 from rich.console import Console
 
 from cell.experiences import Student
-from cell.grading import (
-    CheckResult,
-    ClassReport,
-    ReportFormat,
-    Task,
-    build_report,
-    letter_grade,
-    print_table,
-    summary_csv,
-    to_html,
-    to_json,
-    to_junit,
-    write_reports,
-)
+from cell.grading.render import ReportFormat, print_table, summary_csv, to_html, to_json, to_junit, write_reports
+from cell.grading.report import CheckResult, ClassReport, Task, build_report, letter_grade
 
 TASKS = (Task(1, "Deployment web", 6), Task(2, "Service <web>", 4))
 

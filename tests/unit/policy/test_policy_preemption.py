@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler_ext.policy.preemption import Victims, preempt, select_victims, vet_victims
+from scheduler_ext.policy.preemption import Victims, best_victims, choose_among, preempt, select_victims, vet_victims
 from tests.unit.policy.policy_builders import BATCH, BEST_EFFORT, MONITORING, PROD, alloc, cell, node, pod
 
 
@@ -103,3 +103,22 @@ def test_vet_victims_drops_prod_victims_then_falls_back_to_own_choice() -> None:
     only_prod = cell(node("n", cpu="4", pods=(prod_pod, pod("prod2", cpu="2", priority=PROD))))
     victims, verdict = vet_victims(preemptor, only_prod, only_prod.nodes["n"], [prod_pod])
     assert victims is None and not verdict.fits
+
+
+def test_choose_among_proposals_applies_r3_and_says_why_each_node_is_out() -> None:
+    """kube-scheduler's proposals (node -> victims, PDB violations): vetted per node, then R3."""
+    low, high = pod("low", cpu="4", priority=BEST_EFFORT), pod("high", cpu="4", priority=BATCH)
+    guarded = pod("guarded", cpu="4", priority=PROD)
+    snapshot = cell(node("n-low", cpu="4", pods=(low,)), node("n-high", cpu="4", pods=(high,)),
+                    node("n-prod", cpu="4", pods=(guarded,)), node("n-free", cpu="4"))
+    preemptor = pod("p", cpu="2", priority=PROD)
+    decision = choose_among(preemptor, snapshot, {
+        "n-low": ([low], 0), "n-high": ([high], 0), "n-prod": ([guarded], 0), "n-free": ([], 0), "gone": ([], 0)})
+    assert decision.node == "n-low" and decision.victims is not None
+    assert [p.name for p in decision.victims.pods] == ["low"]
+    assert decision.rejected == {"n-prod": "no-allowed-victims", "n-free": "no-victims-needed",
+                                 "gone": "unknown-node"}
+    assert any("R1" in reason for reason in decision.reasons["n-prod"])
+    # A PDB violation outweighs a lower victim (R3's first key), as in preempt().
+    assert choose_among(preemptor, snapshot, {"n-low": ([low], 1), "n-high": ([high], 0)}).node == "n-high"
+    assert best_victims([]) is None

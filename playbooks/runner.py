@@ -1,15 +1,16 @@
 """Running Cell's Ansible playbooks (playbooks/) through ansible-runner, for the local real node
-(cell/realnode.py) and the OpenStack bootstrap (infra/bootstrap.py) alike."""
+(cell/realnode/) and the OpenStack bootstrap (infra/bootstrap.py) alike."""
 
 from __future__ import annotations
 
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PLAYBOOK_DIR = Path(__file__).resolve().parent.parent / "playbooks"
+from playbooks import PLAYBOOK_DIR
 
 
 def run(playbook: str, inventory: Path | Mapping[str, Any], extravars: Mapping[str, Any], private_dir: Path,
@@ -65,3 +66,19 @@ def changed_tasks(result: Any) -> tuple[str, ...]:
     return tuple(f"{event['event_data'].get('host')}: {event['event_data'].get('task')}" for event in result.events
                  if event.get("event") == "runner_on_ok"
                  and (event.get("event_data", {}).get("res") or {}).get("changed"))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a successful run did: tasks changed and ok over all hosts, and where its logs are."""
+
+    changed: int
+    ok: int
+    artifacts: Path
+    changed_tasks: tuple[str, ...] = ()  # "host: task" of every task that changed something
+
+
+def outcome(result: Any) -> Outcome:
+    stats = result.stats or {}
+    return Outcome(changed=sum((stats.get("changed") or {}).values()), ok=sum((stats.get("ok") or {}).values()),
+                   artifacts=Path(result.config.artifact_dir), changed_tasks=changed_tasks(result))

@@ -15,13 +15,14 @@ import typer
 import yaml
 from rich.console import Console
 
+from cell.cli.options import KubeconfigOption, StateDirOption
 from cell.errors import CellError
 from cell.sim.engine import ENOUGH_FEASIBLE, SimOptions, SimResult, simulate
 from cell.sim.generate import cell_capacity, demand, generate
 from cell.sim.report import render, summary, write_outputs
 from cell.sim.snapshot import SimCell, checkpoint_documents, load_live, load_snapshot_file
 from cell.sim.workload import load_workload
-from cell.top import KubeconfigOption, StateDirOption, resolve_kubeconfig
+from cell.state import admin_kubeconfig
 from scheduler_ext.policy.resources import format_cpu, format_memory
 
 console = Console()
@@ -50,7 +51,7 @@ sim_app = typer.Typer(
 
 def load_cell(cell: str, kubeconfig: Path | None, state_dir: Path | None) -> SimCell:
     if cell == LIVE:
-        return load_live(resolve_kubeconfig(kubeconfig, state_dir))
+        return load_live(admin_kubeconfig(kubeconfig, state_dir))
     return load_snapshot_file(Path(cell))
 
 
@@ -161,7 +162,7 @@ def checkpoint_cmd(
     state_dir: StateDirOption = None,
 ) -> None:
     """Save the live cell (nodes, bound pods, allocs, quotas) as a snapshot file for `cell sim --cell FILE`."""
-    cell = load_live(resolve_kubeconfig(kubeconfig, state_dir))
+    cell = load_live(admin_kubeconfig(kubeconfig, state_dir))
     document = checkpoint_documents(cell)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,3 @@
+from cell.cli.main import main
+
+main()
