@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cell.localcell import LocalCell
+from cell.localcell.supervisor import LocalCell
 from scheduler_ext.policy.workloads import workload_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fuzz]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cell.localcell import LocalCell
+from cell.localcell.supervisor import LocalCell
 from cell.students import StudentSpec, add_students, kubeconfig_of, remove_students
 from scheduler_ext.policy.quota import DEFAULT_STUDENT_BANDS
 from tests.integration.test_quota import Kubectl, Student

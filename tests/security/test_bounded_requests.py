@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from cell.localcell import LocalCell
+from cell.localcell.supervisor import LocalCell
 from tests.integration.test_quota import Student, pod
 
 pytestmark = pytest.mark.cluster

@@ -18,7 +18,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from cell.kube import api_client
-from cell.localcell import LocalCell
+from cell.localcell.supervisor import LocalCell
 from cell.students import kubeconfig_of
 from scheduler_ext.policy.bands import Band
 from scheduler_ext.policy.quota import DEFAULT_STUDENT_BANDS, used_status
