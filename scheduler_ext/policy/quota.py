@@ -237,8 +237,14 @@ def admit_workload(
     quota: BandQuota | None,
     old: Workload | None = None,
     largest: Resources | None = None,
+    view_used: Mapping[Band, Resources] | None = None,
+    claimed: frozenset[str] | set[str] = frozenset(),
 ) -> Decision:
     """Q1-Q5 with Q9: admit new (old: its stored version on an update) into a namespace holding view.
+
+    view_used and claimed (the controller uids view's objects name), when given, are what view
+    resolves to: a new object that neither claims an owner nor is claimed is then judged without
+    resolving the whole namespace again (the common case of a burst of plain creates).
 
     Exemptions are earned: new is charged through its owner or an Alloc only if resolve() says
     so with everything else in the namespace; otherwise it is judged like any job, and a denial
@@ -247,17 +253,25 @@ def admit_workload(
     too_large = larger_than_any_node(new, largest, old)
     if too_large:
         return Decision.deny(too_large)
-    others = [w for ref, w in view.items() if ref != new.ref]
-    after = resolve([*others, new])
-    mine = after[new.ref]
+    before = None
+    if view_used is not None and new.controller is None and new.ref.kind != "Alloc" and new.ref not in view \
+            and new.uid not in claimed:
+        # A new object nobody claims and that claims no owner changes no one else's charge: judge it
+        # alone (with its Alloc, if it names one) against the namespace's use as already resolved.
+        alloc = view.get(ObjectRef("Alloc", new.ref.namespace, new.alloc)) if new.alloc else None
+        mine = resolve([new, *([alloc] if alloc is not None else [])])[new.ref]
+        used: Mapping[Band, Resources] = view_used
+    else:
+        others = [w for ref, w in view.items() if ref != new.ref]
+        after = resolve([*others, new])
+        mine = after[new.ref]
+        used = usage_by_band(r.charge for ref, r in after.items()
+                             if ref != new.ref and r.state == CHARGED and r.charge is not None)
+        if old is not None:
+            was = resolve([*others, old])[old.ref]
+            before = was.charge if was.state == CHARGED else None
     if mine.state != CHARGED or mine.charge is None:
         return Decision.allow(f"{new.ref}: {mine.reason}")
-    used = usage_by_band(r.charge for ref, r in after.items()
-                         if ref != new.ref and r.state == CHARGED and r.charge is not None)
-    before = None
-    if old is not None:
-        was = resolve([*others, old])[old.ref]
-        before = was.charge if was.state == CHARGED else None
     decision = admit_charge(namespace, mine.charge, quota, used, before)
     if not decision.allowed and mine.reason != "charged itself":
         return Decision.deny(*decision.reasons, f"{new.ref} is {mine.reason}")

@@ -270,10 +270,13 @@ def charge_of(obj: Manifest, priority_classes: Mapping[str, int] | None = None) 
 
 def usage_by_band(charges: Iterable[Charge]) -> dict[Band, Resources]:
     """Q7: what a namespace uses, per band: the sum of its charges (every band present, zero if unused)."""
-    used = dict.fromkeys(Band, ZERO)
+    # Plain integers per band: this runs over every charge of a namespace on each admission burst.
+    totals = {band: [0, 0] for band in Band}
     for charge in charges:
-        used[charge.band] = used[charge.band] + charge.demand
-    return used
+        total = totals[charge.band]
+        total[0] += charge.per_replica.cpu * charge.replicas
+        total[1] += charge.per_replica.memory * charge.replicas
+    return {band: Resources(cpu, memory) for band, (cpu, memory) in totals.items()}
 
 
 # --- earned exemptions (Q9) ----------------------------------------------------------------------
@@ -551,8 +554,10 @@ def resolve(workloads: Iterable[Workload]) -> dict[ObjectRef, Resolution]:
     instance holds). Anything else is charged itself.
     """
     by_ref = {w.ref: w for w in workloads}
+    # Owners looked up by (kind, name): plain tuples hash in C, ObjectRef's dataclass hash does not.
+    by_name = {(w.ref.kind, w.ref.name): w for w in by_ref.values()}
     allocs = {w.ref.name: w for w in by_ref.values() if w.ref.kind == "Alloc"}
-    resolved: dict[ObjectRef, Resolution] = {}
+    resolved: dict[tuple[str, str], Resolution] = {}
     # Dependents per owner uid, oldest first, for the cover each owner has left.
     dependents: dict[str, list[Workload]] = {}
     for workload in by_ref.values():
@@ -568,13 +573,45 @@ def resolve(workloads: Iterable[Workload]) -> dict[ObjectRef, Resolution]:
     for group in members_on.values():
         group.sort(key=lambda w: w.order)
 
+    # Which claimants each owner's cover reaches, and which members each instance holds: computed
+    # once per owner and per (alloc, node), oldest first, so a namespace resolves in linear time.
+    within_cover: dict[str, set[ObjectRef]] = {}
+    within_instance: dict[tuple[str, str], set[ObjectRef]] = {}
+
+    def covered_by(owner: Workload) -> set[ObjectRef]:
+        done = within_cover.get(owner.uid)
+        if done is None:
+            done = within_cover[owner.uid] = set()
+            used = 0
+            for sibling in dependents.get(owner.uid, []):
+                if sibling.ref.kind not in _DEPENDENT_KINDS or _template_covers(owner, sibling) is not None:
+                    continue
+                used += sibling.slots
+                if used <= owner.covers:
+                    done.add(sibling.ref)
+        return done
+
+    def held_by(alloc: Workload, node: str) -> set[ObjectRef]:
+        key = (alloc.ref.name, node)
+        done = within_instance.get(key)
+        if done is None:
+            done = within_instance[key] = set()
+            assert alloc.own is not None
+            total = ZERO
+            for member in members_on.get(key, []):
+                assert member.own is not None
+                total = total + member.own.per_replica
+                if total.fits_in(alloc.own.per_replica):
+                    done.add(member.ref)
+        return done
+
     def through_owner(workload: Workload) -> str | None:
         """None if covered by its controller, else why not."""
         link = workload.controller
         assert link is not None and workload.own is not None
         if link.kind not in _DEPENDENT_KINDS[workload.ref.kind] or link.group != _CONTROLLER_GROUP[link.kind]:
             return f"its controller {link.kind} {link.name} is not a workload quota charges"
-        owner = by_ref.get(ObjectRef(link.kind, workload.ref.namespace, link.name))
+        owner = by_name.get((link.kind, link.name))
         if owner is None:
             return f"its controller {link.kind} {link.name} does not exist"
         if not link.uid or owner.uid != link.uid:
@@ -586,14 +623,7 @@ def resolve(workloads: Iterable[Workload]) -> dict[ObjectRef, Resolution]:
             return mismatch
         if workload.terminating:
             return None  # on its way out: covered, taking none of the cover a replacement needs
-        used = 0
-        for sibling in dependents.get(owner.uid, []):
-            if sibling.ref != workload.ref and _template_covers(owner, sibling) is not None:
-                continue
-            used += sibling.slots
-            if sibling.ref == workload.ref:
-                break
-        if used > owner.covers:
+        if workload.ref not in covered_by(owner):
             return f"{owner.ref} covers {owner.covers}, and older objects it owns use that"
         return None
 
@@ -610,23 +640,19 @@ def resolve(workloads: Iterable[Workload]) -> dict[ObjectRef, Resolution]:
             return None
         if workload.node not in alloc.instance_nodes:
             return f"it runs on {workload.node}, where Alloc {alloc.ref.name} holds no instance"
-        total = ZERO
-        for member in members_on.get((workload.alloc, workload.node), []):
-            total = total + member.own.per_replica  # type: ignore[union-attr]
-            if member.ref == workload.ref:
-                break
-        if not total.fits_in(size):
+        if workload.ref not in held_by(alloc, workload.node):
             return f"the members on {workload.node} use more than the instance holds ({size})"
         return None
 
     def of(workload: Workload) -> Resolution:
-        done = resolved.get(workload.ref)
+        key = (workload.ref.kind, workload.ref.name)
+        done = resolved.get(key)
         if done is not None:
             return done
         # Placeholder against forged reference cycles: an object in its own chain of owners is charged.
-        resolved[workload.ref] = Resolution(CHARGED, "charged itself", workload.own)
+        resolved[key] = Resolution(CHARGED, "charged itself", workload.own)
         result = decide(workload)
-        resolved[workload.ref] = result
+        resolved[key] = result
         return result
 
     def decide(workload: Workload) -> Resolution:
@@ -647,9 +673,15 @@ def resolve(workloads: Iterable[Workload]) -> dict[ObjectRef, Resolution]:
         reason = "charged itself" + (f" ({'; '.join(notes)})" if notes else "")
         return Resolution(CHARGED, reason, workload.own)
 
-    for workload in by_ref.values():
-        of(workload)
-    return resolved
+    result: dict[ObjectRef, Resolution] = {}
+    for ref, workload in by_ref.items():
+        if workload.controller is None and not workload.alloc:
+            # The common case, decided without the machinery above.
+            result[ref] = (Resolution(CHARGED, "charged itself", workload.own) if workload.own is not None
+                           else Resolution(IDLE, workload.idle or "not charged"))
+        else:
+            result[ref] = of(workload)
+    return result
 
 
 def namespace_charges(workloads: Iterable[Workload]) -> list[Charge]:

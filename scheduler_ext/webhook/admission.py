@@ -64,8 +64,9 @@ class QuotaAdmission:
         return workload_of(_in_namespace(obj, namespace), self.cache.priority_classes())
 
     def _decide(self, namespace: str, new: Workload, old: Workload | None, dry_run: bool) -> Decision:
-        decision = admit_workload(namespace, new, self.cache.namespace_view(namespace), self.cache.quota_of(namespace),
-                                  old, self.cache.largest_node())
+        view, used, claimed = self.cache.resolved(namespace)
+        decision = admit_workload(namespace, new, view, self.cache.quota_of(namespace), old, self.cache.largest_node(),
+                                  used, claimed)
         if decision.allowed and not dry_run:
             self.cache.reserve(new)
         return decision

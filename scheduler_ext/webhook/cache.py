@@ -54,7 +54,7 @@ class QuotaCache:
         self._workloads: dict[str, dict[ObjectRef, Workload]] = {}
         # Use per namespace, recomputed on the first request after a change: a burst of admissions
         # between two watch events then costs one resolution, not one per request.
-        self._usage: dict[str, dict[Band, Resources]] = {}
+        self._usage: dict[str, tuple[dict[Band, Resources], frozenset[str]]] = {}
         self._quotas: dict[tuple[str, str], BandQuota] = {}
         self._nodes: dict[str, Resources] = {}
         self._priority_classes: dict[str, int] = {}
@@ -199,14 +199,21 @@ class QuotaCache:
         with self._lock:
             return self._view(namespace)
 
-    def used(self, namespace: str) -> dict[Band, Resources]:
-        """What the namespace uses per band, as policy.workloads.resolve charges it (Q7, Q9)."""
+    def resolved(self, namespace: str) -> tuple[dict[ObjectRef, Workload], dict[Band, Resources], frozenset[str]]:
+        """(view, what it uses per band as policy.workloads.resolve charges it, the controller uids
+        its objects claim); the use is resolved once per change of the namespace (Q7, Q9)."""
         with self._lock:
             view = self._view(namespace)
-            used = self._usage.get(namespace)
-            if used is None:
-                used = self._usage[namespace] = usage_by_band(namespace_charges(view.values()))
-            return dict(used)
+            cached = self._usage.get(namespace)
+            if cached is None:
+                used = usage_by_band(namespace_charges(view.values()))
+                claimed = frozenset(w.controller.uid for w in view.values() if w.controller is not None)
+                cached = self._usage[namespace] = (used, claimed)
+            return view, dict(cached[0]), cached[1]
+
+    def used(self, namespace: str) -> dict[Band, Resources]:
+        """What the namespace uses per band, as policy.workloads.resolve charges it (Q7, Q9)."""
+        return self.resolved(namespace)[1]
 
     def workload(self, ref: ObjectRef) -> Workload | None:
         """The stored (or just admitted) Workload of ref, or None if not seen."""
