@@ -9,13 +9,14 @@ STAMP := $(VENV)/.installed
 DEMO_STUDENTS := alice bob carol
 
 .PHONY: help install binaries up down status test test-unit lint demo-grade bench bench-scheduler \
-        bench-admission bench-grading bench-sim clean
+        bench-admission bench-grading bench-sim fuzz clean
 
 help:
 	@echo "make up          install, build the upstream binaries (cached), stand up the local cell + demo course"
 	@echo "make test        install, then lint and run every test (unit, integration on a fresh local cell)"
 	@echo "make down        stop the local cell and remove its state"
 	@echo "make bench       every benchmark (see docs/benchmarks.md)"
+	@echo "make fuzz        generated bodies against the extender and webhook of a local cell (docs/reliability.md)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Cell needs Python 3.11, found " + sys.version.split()[0]'
@@ -56,6 +57,10 @@ test: install lint
 demo-grade: $(STAMP)
 	$(VENV)/bin/python tests/reference/apply.py exp1-orchestration --student alice
 	$(CELL) grade exp1-orchestration
+
+# Bounded: FUZZ_EXAMPLES (default 2000) bodies per endpoint; reuses CELL_TEST_STATE_DIR's cell if set.
+fuzz: install
+	$(PYTEST) -m fuzz tests/fuzz -s
 
 bench: bench-scheduler bench-admission bench-grading bench-sim
 

@@ -56,6 +56,7 @@ class ImageSpec:
     cmd: Sequence[str] | None = None
     exposed_ports: Sequence[int] = ()
     directories: Mapping[str, int] = field(default_factory=dict)  # extra (empty) directories and their modes
+    user: str | None = None  # numeric uid:gid, so that the kubelet can check runAsNonRoot (Pod Security)
 
 
 def _tarinfo(name: str) -> tarfile.TarInfo:
@@ -108,6 +109,7 @@ def docker_archive(spec: ImageSpec, architecture: str | None = None) -> bytes:
             "Cmd": list(spec.cmd) if spec.cmd else None,
             "ExposedPorts": {f"{port}/tcp": {} for port in spec.exposed_ports} or None,
             "WorkingDir": "/",
+            **({"User": spec.user} if spec.user else {}),
         },
         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]},
     }
@@ -178,14 +180,17 @@ def course_image_specs(refs: Mapping[str, str], busybox: Path = BUSYBOX,
     busybox_bytes = _read_static(busybox, "busybox-static")
     root = _busybox_root(busybox_bytes, busybox_applets(busybox))
     tmp = {"tmp": 0o1777, "root": 0o700}
+    # Student namespaces enforce Pod Security "restricted" (SPEC §9): the course images run as
+    # nobody. httpd listens on 8080, which needs no privilege.
+    nobody = "65534:65534"
     return [
         ImageSpec(refs["pause"], {"pause": (_read_static(catatonit, "catatonit"), 0o755)},
                   entrypoint=["/pause", "-P"]),
         ImageSpec(refs["web"], {**root, "www/healthz": (b"ok\n", 0o644),
                                 "www/index.html": (b"hello from a Cell web pod\n", 0o644)},
                   entrypoint=["/bin/busybox", "httpd", "-f", "-v", "-p", "8080", "-h", "/www"],
-                  exposed_ports=[8080], directories=tmp),
-        ImageSpec(refs["shell"], root, cmd=["/bin/sh"], directories=tmp),
+                  exposed_ports=[8080], directories=tmp, user=nobody),
+        ImageSpec(refs["shell"], root, cmd=["/bin/sh"], directories=tmp, user=nobody),
     ]
 
 

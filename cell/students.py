@@ -191,9 +191,18 @@ def _roster_csv(text: str, path: Path) -> list[StudentSpec]:
 
 # --- manifests -----------------------------------------------------------------------------------
 
+# SPEC §9: Pod Security Admission "restricted" in every student namespace (enforced, and warned and
+# audited too, so that a Deployment's pods that would be refused are named when the Deployment is
+# created). Pinned to the cell's Kubernetes minor, so a cell upgrade does not tighten a lab mid-term.
+POD_SECURITY_LABELS = {f"pod-security.kubernetes.io/{mode}{suffix}": value
+                       for mode in ("enforce", "warn", "audit")
+                       for suffix, value in (("", "restricted"), ("-version", "v1.34"))}
+
+
 def namespace_manifest(name: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": name, "labels": {MANAGED_LABEL: "true", STUDENT_LABEL: name}}}
+            "metadata": {"name": name, "labels": {MANAGED_LABEL: "true", STUDENT_LABEL: name,
+                                                  **POD_SECURITY_LABELS}}}
 
 
 def band_quota_manifest(spec: StudentSpec) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from cell.errors import CellError
 from cell.sim.snapshot import SimCell
 from cell.sim.workload import Workload
-from scheduler_ext.policy.allocs import place_alloc
+from scheduler_ext.policy.allocs import place_alloc, preempted
 from scheduler_ext.policy.bands import Band
 from scheduler_ext.policy.incremental import CellState, IncrementalScheduler
 from scheduler_ext.policy.model import CellSnapshot, PodInfo
@@ -254,6 +254,24 @@ class Simulation:
         self.state.bind(pod, node)
         self.placements[pod.key] = Placement(pod.key, pod.owner, pod.band, node)
         self.pending.pop(pod.key, None)
+        if pod.alloc is None and self.state.allocs_on(node):
+            self._give_back_preempted(node)
+
+    def _give_back_preempted(self, node: str) -> None:
+        """A7, as the operator does: an instance whose room a higher band's pod took is given back,
+        and its members there are evicted (and queued again, to land in the alloc's other instances)."""
+        for alloc in self.state.allocs_on(node):
+            lost = preempted(alloc, self.state)
+            if not lost:
+                continue
+            self.state.put_alloc(alloc.with_instances(i for i in alloc.instances if i not in lost))
+            self._failed.clear()
+            members = [p.uid for p in self.state.nodes[node].pods if p.alloc == alloc.key]
+            for victim in self.state.evict(members):
+                self.placements.pop(victim.key, None)
+                self.stats.requeued += 1
+                self._push(PodInfo(victim.namespace, victim.name, victim.uid, victim.priority, victim.requests,
+                                   victim.labels, victim.owner, None, victim.node_selector))
 
     def _try_preempt(self, pod: PodInfo) -> PreemptionDecision | None:
         if not self.options.preemption:

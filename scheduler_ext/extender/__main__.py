@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import threading
 from pathlib import Path
@@ -18,6 +19,8 @@ from scheduler_ext.kube import names
 from scheduler_ext.kube.client import RawClient, api_client
 
 PROG = "scheduler_ext.extender"
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,10 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     start_reflectors(cache, raw, stop)
 
     def read_nodes(wanted: list[str]) -> list[dict[str, Any]]:
-        found = (raw.get_or_none(names.NODES.object_path(name=name), timeout=10.0) for name in wanted)
+        found = (raw.get_or_none(names.NODES.object_path(name=name), timeout=2.0) for name in wanted)
         return [node for node in found if node is not None]
 
-    app = create_app(cache, enough_feasible=args.enough_feasible, read_nodes=read_nodes)
+    def pod_exists(namespace: str, name: str, uid: str) -> bool:
+        if not (_DNS_LABEL.fullmatch(namespace) and _DNS_SUBDOMAIN.fullmatch(name)):
+            return False  # not a name the API could hold (and not one to put in a URL)
+        pod = raw.get_or_none(names.PODS.object_path(namespace=namespace, name=name), timeout=2.0)
+        return pod is not None and (pod.get("metadata") or {}).get("uid") == uid
+
+    app = create_app(cache, enough_feasible=args.enough_feasible, read_nodes=read_nodes, pod_exists=pod_exists)
     try:
         web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
     except OSError as exc:

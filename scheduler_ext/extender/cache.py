@@ -80,7 +80,7 @@ def _manifest(obj: object) -> dict[str, Any]:
 
 
 ASSUME_TTL = 30.0  # seconds; a binding normally shows in the watch within milliseconds
-ASSUME_OUTCOMES = ("confirmed", "moved", "gone", "expired")
+ASSUME_OUTCOMES = ("confirmed", "moved", "gone", "expired", "no-such-pod")
 
 
 class ClusterCache:
@@ -184,6 +184,17 @@ class ClusterCache:
         if assumed is not None:
             outcome = "gone" if node is None else "confirmed" if node == assumed[0] else "moved"
             self._outcomes[outcome] += 1
+
+    def forget_assumed(self, uid: str) -> bool:
+        """Drop the booking of a pod the API does not have (a request about a made-up pod): at once,
+        not after assume_ttl. True if there was one."""
+        with self._lock:
+            if self._assumed.pop(uid, None) is None:
+                return False
+            self._delete_pod(uid)
+            self._gone[uid] = self._clock() + self.assume_ttl  # a late retry about it books nothing
+            self._outcomes["no-such-pod"] += 1
+            return True
 
     def _expire_assumptions(self) -> None:
         now = self._clock()

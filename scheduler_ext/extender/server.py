@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -31,9 +32,18 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Unknown node names (see ExtenderServer._learn_unknown_nodes).
+ABSENT_TTL = 30.0
+ABSENT_MAX = 4096
+LOOKUPS_PER_REQUEST = 8
+_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a DNS subdomain, as node names are
+
 
 # Reads named nodes from the API (as plain manifests; nodes that do not exist are left out).
 NodeReader = Callable[[list[str]], list[dict[str, Any]]]
+# Whether a pod (namespace, name, uid) exists in the API; raises when the API cannot say.
+PodChecker = Callable[[str, str, str], bool]
+VERIFY_IN_FLIGHT = 4  # existence checks of booked pods at once; beyond that a booking waits out its TTL
 
 
 class SnapshotSource(Protocol):
@@ -47,6 +57,8 @@ class SnapshotSource(Protocol):
     def counts(self) -> dict[str, int]: ...
 
     def assume(self, pod: PodInfo, node: str) -> None: ...
+
+    def forget_assumed(self, uid: str) -> bool: ...
 
     def apply(self, kind: str, event_type: str, manifest: Mapping[str, Any]) -> None: ...
 
@@ -162,14 +174,18 @@ class ExtenderServer:
     """The routes, holding the cache, the policy's scheduler, the why store and the metrics."""
 
     def __init__(self, source: SnapshotSource, scheduler: Scheduler, why: WhyStore, metrics: Metrics,
-                 evictions: Evictions | None = None, read_nodes: NodeReader | None = None) -> None:
+                 evictions: Evictions | None = None, read_nodes: NodeReader | None = None,
+                 pod_exists: PodChecker | None = None) -> None:
         self.source = source
         self.read_nodes = read_nodes
+        self.pod_exists = pod_exists
+        self._verifying: set[str] = set()
         self.scheduler = scheduler
         self.why_store = why
         self.metrics = metrics
         self.evictions = evictions or Evictions()
         self._ahead: _Ahead | None = None
+        self._absent: dict[str, float] = {}  # node name -> until when the API is not asked about it again
         # kube-scheduler sends the same pod to filter and then prioritize: convert it once.
         self._pod_infos: OrderedDict[tuple[str, str], PodInfo] = OrderedDict()
 
@@ -240,14 +256,44 @@ class ExtenderServer:
 
     async def _learn_unknown_nodes(self, names: list[str]) -> None:
         """kube-scheduler can see a new node before this cache's watch does: read such nodes from the API
-        instead of calling them unfit (which would steer a whole burst away from them)."""
+        instead of calling them unfit (which would steer a whole burst away from them).
+
+        Each unknown name is looked up once: a name the API does not know is remembered as absent
+        for `ABSENT_TTL` (the watch adds the node if it appears meanwhile), names that cannot be node
+        names are never looked up, and one request looks up at most `LOOKUPS_PER_REQUEST` names. So a
+        body full of made-up names costs one round trip, not one per name and per request.
+        """
         if self.read_nodes is None:
             return
         known = self.source.snapshot().nodes
-        unknown = [name for name in names if name not in known]
+        now = time.monotonic()
+        unknown = []
+        for name in names:
+            if name in known or name in unknown:
+                continue
+            absent_until = self._absent.get(name)
+            if absent_until is not None and absent_until > now:
+                continue
+            if not _NODE_NAME.fullmatch(name):
+                continue
+            unknown.append(name)
+            if len(unknown) == LOOKUPS_PER_REQUEST:
+                break
         if not unknown:
             return
-        for manifest in await asyncio.to_thread(self.read_nodes, unknown):
+        for name in unknown:
+            self._absent[name] = now + ABSENT_TTL  # also while the lookup runs: concurrent requests skip it
+        if len(self._absent) > ABSENT_MAX:
+            expired = [n for n, until in self._absent.items() if until <= now]
+            for name in expired or list(self._absent)[:ABSENT_MAX // 2]:
+                del self._absent[name]
+        try:
+            found = await asyncio.to_thread(self.read_nodes, unknown)
+        except Exception as exc:  # the API is slow or down: judge with what the cache knows
+            log.warning("looking up nodes %s failed: %s", ", ".join(unknown), exc)
+            return
+        for manifest in found:
+            self._absent.pop(str((manifest.get("metadata") or {}).get("name", "")), None)
             self.source.apply("nodes", "ADDED", manifest)
 
     async def prioritize(self, request: web.Request) -> web.Response:
@@ -315,6 +361,23 @@ class ExtenderServer:
     def _assume(self, pod: PodInfo, node: str) -> None:
         self.evictions.forget(pod.uid)
         self.source.assume(pod, node)
+        if self.pod_exists is not None and pod.uid not in self._verifying and len(self._verifying) < VERIFY_IN_FLIGHT:
+            self._verifying.add(pod.uid)
+            asyncio.get_running_loop().create_task(self._verify(pod))
+
+    async def _verify(self, pod: PodInfo) -> None:
+        """A booking holds room for up to the assume TTL. Anyone who reaches the extender could book
+        made-up pods: ask the API (off the request path) and drop the booking at once if it has none."""
+        assert self.pod_exists is not None
+        try:
+            exists = await asyncio.to_thread(self.pod_exists, pod.namespace, pod.name, pod.uid)
+        except Exception as exc:  # the API cannot say: the booking keeps its TTL
+            log.debug("cannot check pod %s: %s", pod.key, exc)
+            return
+        finally:
+            self._verifying.discard(pod.uid)
+        if not exists and self.source.forget_assumed(pod.uid):
+            log.warning("booking of %s dropped: no such pod (uid %s) in the API", pod.key, pod.uid)
 
     def _drop(self, pod: PodInfo, node: str, reason: str, message: str) -> None:
         self.metrics.preempt_dropped.labels(reason).inc()
@@ -353,12 +416,13 @@ SERVER: web.AppKey[ExtenderServer] = web.AppKey("server", ExtenderServer)
 
 def create_app(source: SnapshotSource, scheduler: Scheduler | None = None, registry: CollectorRegistry | None = None,
                enough_feasible: int | None = 100, why_capacity: int = 2000,
-               read_nodes: NodeReader | None = None) -> web.Application:
+               read_nodes: NodeReader | None = None, pod_exists: PodChecker | None = None) -> web.Application:
     """The aiohttp application; `scheduler` defaults to a cached, relaxed-randomization one."""
     scheduler = scheduler or Scheduler(PolicyCache(), enough_feasible=enough_feasible or None, rng=random.Random())
     server = ExtenderServer(source, scheduler, WhyStore(why_capacity), Metrics(registry or CollectorRegistry()),
-                            read_nodes=read_nodes)
-    app = web.Application(client_max_size=64 * 2**20)
+                            read_nodes=read_nodes, pod_exists=pod_exists)
+    # A filter names nodes, not objects (nodeCacheCapable): a few MB is more than any real body.
+    app = web.Application(client_max_size=8 * 2**20)
     app[SERVER] = server
     app.router.add_post("/filter", server.instrument("filter", server.filter))
     app.router.add_post("/prioritize", server.instrument("prioritize", server.prioritize))

@@ -175,7 +175,7 @@ class WireError(ValueError):
 def decode_args(body: bytes) -> ExtenderArgs:
     try:
         args = _args_decoder.decode(body)
-    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+    except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError is a DecodeError; nesting too deep
         raise WireError(f"malformed ExtenderArgs: {exc}") from None
     if args.node_names is None and args.nodes is None:
         raise WireError("malformed ExtenderArgs: neither NodeNames nor Nodes given")
@@ -191,7 +191,7 @@ def _check_pod(pod: Pod, what: str) -> None:
 def decode_preemption_args(body: bytes) -> ExtenderPreemptionArgs:
     try:
         args = _preemption_decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise WireError(f"malformed ExtenderPreemptionArgs: {exc}") from None
     _check_pod(args.pod, "ExtenderPreemptionArgs")
     return args
@@ -201,15 +201,21 @@ def node_names(args: ExtenderArgs) -> list[str]:
     """The candidate node names, from NodeNames or (nodeCacheCapable false) from the NodeList."""
     if args.node_names is not None:
         return args.node_names
-    return [_node_name_decoder.decode(raw).metadata.name for raw in (args.nodes.items or ())] if args.nodes else []
+    try:
+        return [_node_name_decoder.decode(raw).metadata.name for raw in (args.nodes.items or ())] if args.nodes else []
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise WireError(f"malformed ExtenderArgs: Nodes.items: {exc}") from None
 
 
 def filtered_node_list(args: ExtenderArgs, keep: set[str]) -> dict[str, Any] | None:
     """Echo back the NodeList objects that passed (only when the request carried a NodeList)."""
     if args.nodes is None:
         return None
-    items = [msgspec.json.decode(raw) for raw in (args.nodes.items or ())
-             if _node_name_decoder.decode(raw).metadata.name in keep]
+    try:
+        items = [msgspec.json.decode(raw) for raw in (args.nodes.items or ())
+                 if _node_name_decoder.decode(raw).metadata.name in keep]
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise WireError(f"malformed ExtenderArgs: Nodes.items: {exc}") from None
     return {"items": items}
 
 

@@ -42,12 +42,13 @@ from scheduler_ext.policy.allocs import (
     alloc_status,
     needs_placement,
     place_alloc,
+    preempted,
     releasing_status,
     squeezed_out,
     valid_instances,
     without_instances,
 )
-from scheduler_ext.policy.model import AllocInfo, CellSnapshot, NodeInfo, PodInfo
+from scheduler_ext.policy.model import AllocInfo, AllocInstance, CellSnapshot, NodeInfo, PodInfo
 
 FINALIZER = ALLOC_FINALIZER
 SWEEP_INTERVAL = 5.0  # seconds between retries of unsettled allocs (A6)
@@ -244,11 +245,34 @@ class AllocReconciler:
             async with self.placement_lock:
                 await self.place(key)
             return
-        members = _members(await asyncio.to_thread(list_members, self.api, namespace, name), key)
+        member_pods = await asyncio.to_thread(list_members, self.api, namespace, name)
+        members = _members(member_pods, key)
         placement = AllocPlacement(valid_instances(alloc, nodes), RESERVED, "")
+        dropped = await self._preempted(key)
+        if dropped:
+            # A7: a higher band's pods took these instances' room. Give it back, evict the members
+            # there (Borg kills the tasks of a preempted alloc), and place the instances again.
+            placement = without_instances(alloc, placement, dropped,
+                                          "preempted by pods of a higher band (A7); placed again when room frees")
+            log.info("Alloc %s: %s", key, _describe(placement))
+            status = alloc_status(alloc, placement, members, generation)
+            await asyncio.to_thread(write_status, self.api, obj, status)
+            gone = {i.node for i in dropped}
+            for pod in member_pods:
+                if (pod.get("spec") or {}).get("nodeName") in gone and not pod["metadata"].get("deletionTimestamp"):
+                    await asyncio.to_thread(evict, self.api, namespace, pod["metadata"]["name"])
+            self._again.add(key)
+            return
         status = alloc_status(alloc, placement, members, generation)
         if _status_differs(obj, status):
             await asyncio.to_thread(write_status, self.api, obj, status)
+
+    async def _preempted(self, key: str) -> tuple[AllocInstance, ...]:
+        """The alloc's instances whose nodes higher-band pods took (policy.allocs.preempted)."""
+        (nodes, pods), allocs = await asyncio.gather(self._nodes_and_pods(), asyncio.to_thread(list_allocs, self.api))
+        snapshot = _snapshot(nodes, pods, allocs)
+        alloc = snapshot.allocs.get(key)
+        return preempted(alloc, snapshot) if alloc is not None else ()
 
     async def place(self, key: str) -> None:
         """Place the alloc's missing instances on a fresh snapshot; the caller holds placement_lock."""

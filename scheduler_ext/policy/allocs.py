@@ -15,6 +15,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from scheduler_ext.policy.bands import may_preempt
 from scheduler_ext.policy.feasibility import Verdict, alloc_instance_fits, ledger
 from scheduler_ext.policy.model import AllocInfo, AllocInstance, CellSnapshot, NodeInfo, PodInfo
 from scheduler_ext.policy.resources import Resources
@@ -161,6 +162,25 @@ def squeezed_out(alloc: AllocInfo, snapshot: CellSnapshot, indices: Collection[i
         node = snapshot.nodes.get(instance.node)
         if node is None:
             out.append(instance)
+            continue
+        others = tuple(a for a in snapshot.allocs_on(node.name) if a.key != alloc.key)
+        if not ledger(node, (*others, alloc)).committed.fits_in(node.allocatable):
+            out.append(instance)
+    return tuple(out)
+
+
+def preempted(alloc: AllocInfo, snapshot: CellSnapshot) -> tuple[AllocInstance, ...]:
+    """A7: the instances whose node a higher band's pods took (R1/R2 let them preempt the alloc).
+
+    Such a pod was placed as if the instance were not there; the node is now overcommitted with
+    the instance counted, and the instance gives its room back (to be placed again, A6).
+    """
+    out = []
+    for instance in alloc.instances:
+        node = snapshot.nodes.get(instance.node)
+        if node is None:
+            continue
+        if not any(may_preempt(pod.priority, alloc.priority) for pod in node.pods if pod.alloc != alloc.key):
             continue
         others = tuple(a for a in snapshot.allocs_on(node.name) if a.key != alloc.key)
         if not ledger(node, (*others, alloc)).committed.fits_in(node.allocatable):

@@ -1,7 +1,9 @@
 """Feasibility: may this pod run on this node? A verdict is (fits, reasons), never a bare bool.
 
 Allocs (SPEC §4): every placed instance reserves its resources on its node (A1), so a pod that is
-not a member sees the node's allocatable minus ordinary use minus every reservation there. A member
+not a member sees the node's allocatable minus ordinary use minus every reservation there, except
+the reservations of bands it may preempt (A7: a reservation is held at its band; the operator then
+gives such an instance back and places it again when room frees). A member
 (A2) fits only on a node holding an instance of its alloc, inside that instance's remaining
 capacity. Members' use is counted inside their instance, not on top of it.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from scheduler_ext.policy.bands import may_preempt
 from scheduler_ext.policy.model import AllocInfo, CellSnapshot, NodeInfo, PodInfo
 from scheduler_ext.policy.resources import ZERO, Resources
 
@@ -86,6 +89,17 @@ class NodeLedger:
         """Capacity a non-member may use (A1)."""
         return self.node.allocatable - self.committed
 
+    def free_for(self, priority: int) -> Resources:
+        """Capacity a non-member of this priority may use: A7, a reservation is held at its band, so
+        one the pod may preempt (R1/R2) holds back only what its members really use."""
+        held = Resources()
+        for reservation in self.reservations:
+            if may_preempt(priority, reservation.alloc.priority):
+                held = held + reservation.members_use
+            else:
+                held = held + reservation.reserved
+        return self.node.allocatable - (self.ordinary + held)
+
     def reservation_for(self, alloc_key: str) -> Reservation | None:
         return next((r for r in self.reservations if r.alloc.key == alloc_key), None)
 
@@ -149,7 +163,7 @@ def node_verdict(pod: PodInfo, node: NodeInfo, allocs_here: tuple[AllocInfo, ...
     books = ledger(node, allocs_here, without)
     alloc_key = pod.alloc
     if alloc_key is None:
-        free = books.free
+        free = books.free_for(pod.priority) if books.reservations else books.free
         shortfall = pod.requests.shortfall(free)
         if shortfall:
             held = books.reserved
@@ -172,8 +186,14 @@ def node_verdict(pod: PodInfo, node: NodeInfo, allocs_here: tuple[AllocInfo, ...
     shortfall = pod.requests.shortfall(remaining)
     if shortfall:
         reasons.append(f"alloc {alloc_key} instance has too little left: " + ", ".join(shortfall))
-    # The node must still hold the pod physically, even if something overcommitted it.
-    physical = books.free + remaining
+    # The node must still hold the pod physically, even if something overcommitted it (or a
+    # higher band's pod took the instance's room, A7): everything else on the node, plus what the
+    # instance's members already use, plus the pod.
+    held = books.ordinary + reservation.members_use
+    for other in books.reservations:
+        if other is not reservation:
+            held = held + other.reserved
+    physical = node.allocatable - held
     if not shortfall and not pod.requests.fits_in(physical):
         reasons.append("node overcommitted: " + ", ".join(pod.requests.shortfall(physical)))
     if reasons:

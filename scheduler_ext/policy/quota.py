@@ -23,7 +23,7 @@ from scheduler_ext.policy.resources import (
     parse_cpu,
     parse_memory,
 )
-from scheduler_ext.policy.workloads import Charge
+from scheduler_ext.policy.workloads import CHARGED, Charge, ObjectRef, Workload, resolve, usage_by_band
 
 QUOTA_RESOURCES: tuple[str, ...] = ("cpu", "memory")
 
@@ -209,6 +209,73 @@ def admit_charge(
     if reasons:
         return Decision.deny(*reasons)
     return Decision.allow(f"{new.ref} fits band {band.label}: needs {new.demand}, {in_use} in use, limit {limit}")
+
+
+def larger_than_any_node(new: Workload, largest: Resources | None, old: Workload | None = None) -> str | None:
+    """Why new's pods (an Alloc's instances) can never be placed, or None: each must fit one node.
+
+    Only growth is judged, so an object admitted before the cell shrank can still be scaled down.
+    largest is the most one node holds per resource (None: nodes not known yet).
+    """
+    if largest is None or new.own is None:
+        return None
+    size = new.own.per_replica
+    if old is not None and old.own is not None and size.fits_in(old.own.per_replica):
+        return None
+    if size.fits_in(largest):
+        return None
+    what = "each instance" if new.ref.kind == "Alloc" else "each pod"
+    over = ", ".join(f"{r} {_FORMAT[r](_amount(size, r))}" for r in QUOTA_RESOURCES
+                     if _amount(size, r) > _amount(largest, r))
+    return f"{new.ref}: {what} requests {over}, more than any node holds (the largest: {largest})"
+
+
+def admit_workload(
+    namespace: str,
+    new: Workload,
+    view: Mapping[ObjectRef, Workload],
+    quota: BandQuota | None,
+    old: Workload | None = None,
+    largest: Resources | None = None,
+    view_used: Mapping[Band, Resources] | None = None,
+    claimed: frozenset[str] | set[str] = frozenset(),
+) -> Decision:
+    """Q1-Q5 with Q9: admit new (old: its stored version on an update) into a namespace holding view.
+
+    view_used and claimed (the controller uids view's objects name), when given, are what view
+    resolves to: a new object that neither claims an owner nor is claimed is then judged without
+    resolving the whole namespace again (the common case of a burst of plain creates).
+
+    Exemptions are earned: new is charged through its owner or an Alloc only if resolve() says
+    so with everything else in the namespace; otherwise it is judged like any job, and a denial
+    says why no exemption applied.
+    """
+    too_large = larger_than_any_node(new, largest, old)
+    if too_large:
+        return Decision.deny(too_large)
+    before = None
+    if view_used is not None and new.controller is None and new.ref.kind != "Alloc" and new.ref not in view \
+            and new.uid not in claimed:
+        # A new object nobody claims and that claims no owner changes no one else's charge: judge it
+        # alone (with its Alloc, if it names one) against the namespace's use as already resolved.
+        alloc = view.get(ObjectRef("Alloc", new.ref.namespace, new.alloc)) if new.alloc else None
+        mine = resolve([new, *([alloc] if alloc is not None else [])])[new.ref]
+        used: Mapping[Band, Resources] = view_used
+    else:
+        others = [w for ref, w in view.items() if ref != new.ref]
+        after = resolve([*others, new])
+        mine = after[new.ref]
+        used = usage_by_band(r.charge for ref, r in after.items()
+                             if ref != new.ref and r.state == CHARGED and r.charge is not None)
+        if old is not None:
+            was = resolve([*others, old])[old.ref]
+            before = was.charge if was.state == CHARGED else None
+    if mine.state != CHARGED or mine.charge is None:
+        return Decision.allow(f"{new.ref}: {mine.reason}")
+    decision = admit_charge(namespace, mine.charge, quota, used, before)
+    if not decision.allowed and mine.reason != "charged itself":
+        return Decision.deny(*decision.reasons, f"{new.ref} is {mine.reason}")
+    return decision
 
 
 # --- admission of BandQuotas (one per namespace, Q6) ---------------------------------------------

@@ -18,28 +18,60 @@ _DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), ""
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
 
 
+# Bounds that keep parsing O(length) on hostile input. "1e400000" is a valid quantity to the API
+# server, but turning it into an int costs seconds (quadratic digit conversion), on the event loop
+# of whoever reads it. No machine holds 10**24 bytes or 10**21 cores, so anything larger is refused
+# before any conversion, from its exponent alone.
+MAX_QUANTITY_TEXT = 64
+MAX_QUANTITY = Decimal(10) ** 24
+_MAX_ADJUSTED = 24  # Decimal.adjusted() of MAX_QUANTITY; suffixes add at most 18
+
+
 class QuantityError(ValueError):
-    """A string that is not a Kubernetes quantity."""
+    """A string that is not a Kubernetes quantity (or one too large for any machine)."""
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_QUANTITY_TEXT + 2 else text[:MAX_QUANTITY_TEXT] + "..."
+
+
+def _bounded(number: Decimal, value: object) -> Decimal:
+    if not number.is_finite():
+        raise QuantityError(f"not a quantity: {_short(value)}")
+    if (number and number.adjusted() > _MAX_ADJUSTED) or abs(number) > MAX_QUANTITY:
+        raise QuantityError(f"quantity {_short(value)} is larger than any machine holds (limit 1e24)")
+    return number
 
 
 def parse_quantity(value: str | int | float) -> Decimal:
-    """Parse a Kubernetes quantity ("500m", "1.5", "256Mi", "1e3") into a Decimal of base units."""
+    """Parse a Kubernetes quantity ("500m", "1.5", "256Mi", "1e3") into a Decimal of base units.
+
+    Bounded work whatever the input: long strings and huge exponents are refused (QuantityError)
+    before any arithmetic.
+    """
     if isinstance(value, bool):
         raise QuantityError(f"not a quantity: {value!r}")
-    if isinstance(value, int | float):
-        return Decimal(str(value))
-    text = str(value).strip()
+    if isinstance(value, int):
+        if abs(value) > MAX_QUANTITY:
+            raise QuantityError(f"quantity {_short(value)} is larger than any machine holds (limit 1e24)")
+        return Decimal(value)
+    if isinstance(value, float):
+        return _bounded(Decimal(str(value)), value)
+    if not isinstance(value, str) or len(value) > MAX_QUANTITY_TEXT:
+        raise QuantityError(f"not a quantity: {_short(value)}")
+    text = value.strip()
     match = _QUANTITY.match(text)
     if not match:
-        raise QuantityError(f"not a quantity: {value!r}")
+        raise QuantityError(f"not a quantity: {_short(value)}")
     number, suffix = match.group(1), match.group(2) or ""
     try:
-        base = Decimal(number)
+        base = _bounded(Decimal(number), value)
     except InvalidOperation as exc:
-        raise QuantityError(f"not a quantity: {value!r}") from exc
+        raise QuantityError(f"not a quantity: {_short(value)}") from exc
     if suffix in _BINARY:
-        return base * _BINARY[suffix]
-    return base * _DECIMAL[suffix]
+        return _bounded(base * _BINARY[suffix], value)
+    return _bounded(base * _DECIMAL[suffix], value)
 
 
 def parse_cpu(value: str | int | float) -> int:

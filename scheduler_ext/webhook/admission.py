@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from scheduler_ext.policy.quota import Decision, admit_band_quota, admit_charge, band_quota_of
-from scheduler_ext.policy.workloads import CELL_GROUP, CHARGED_KINDS, Charge, ObjectRef, charge_of, exemption
+from scheduler_ext.policy.quota import Decision, admit_band_quota, admit_workload, band_quota_of
+from scheduler_ext.policy.workloads import CELL_GROUP, CHARGED_KINDS, ObjectRef, Workload, binding_refusal, workload_of
 from scheduler_ext.webhook.cache import SCALABLE, QuotaCache
 from scheduler_ext.webhook.wire import AdmissionRequest
 
@@ -30,6 +30,14 @@ def _in_namespace(obj: dict[str, Any], namespace: str) -> dict[str, Any]:
     if not metadata["namespace"]:
         metadata["namespace"] = namespace
     return {**obj, "metadata": metadata}
+
+
+def _replicas(value: Any) -> int | None:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
 
 
 class QuotaAdmission:
@@ -50,14 +58,15 @@ class QuotaAdmission:
             return Decision.allow(f"{target} is not charged")
         return self._workload(request)
 
-    # --- jobs and allocs (Q1-Q5, A4) -------------------------------------------------------------
+    # --- jobs and allocs (Q1-Q5, A4, Q9) ---------------------------------------------------------
 
-    def _charge(self, obj: dict[str, Any], namespace: str) -> Charge | None:
-        return charge_of(_in_namespace(obj, namespace), self.cache.priority_classes())
+    def _read(self, obj: dict[str, Any], namespace: str) -> Workload | None:
+        return workload_of(_in_namespace(obj, namespace), self.cache.priority_classes())
 
-    def _decide(self, namespace: str, new: Charge, old: Charge | None, dry_run: bool) -> Decision:
-        quota = self.cache.quota_of(namespace)
-        decision = admit_charge(namespace, new, quota, self.cache.used_excluding(namespace, new.ref), old)
+    def _decide(self, namespace: str, new: Workload, old: Workload | None, dry_run: bool) -> Decision:
+        view, used, claimed = self.cache.resolved(namespace)
+        decision = admit_workload(namespace, new, view, self.cache.quota_of(namespace), old, self.cache.largest_node(),
+                                  used, claimed)
         if decision.allowed and not dry_run:
             self.cache.reserve(new)
         return decision
@@ -65,16 +74,21 @@ class QuotaAdmission:
     def _workload(self, request: AdmissionRequest) -> Decision:
         assert request.object is not None
         namespace = request.namespace
+        obj = _in_namespace(request.object, namespace)
+        if request.operation == "CREATE":
+            refusal = binding_refusal(obj)
+            if refusal:
+                return Decision.deny(refusal)
         try:
-            new = self._charge(request.object, namespace)
+            new = self._read(obj, namespace)
         except ValueError as exc:
             return Decision.deny(str(exc))
         if new is None:
-            return Decision.allow(exemption(_in_namespace(request.object, namespace)) or "not charged")
+            return Decision.allow("not charged")
         old = None
         if request.operation == "UPDATE" and request.old_object is not None:
             try:
-                old = self._charge(request.old_object, namespace)
+                old = self._read(request.old_object, namespace)
             except ValueError:
                 old = None  # the stored version cannot be read: judge the update as new
         return self._decide(namespace, new, old, request.dry_run)
@@ -86,22 +100,25 @@ class QuotaAdmission:
             return Decision.allow(f"scale of {request.resource.resource} is not charged")
         namespace, name = request.namespace, request.name
         ref = ObjectRef(kind, namespace, name)
-        known, base = self.cache.workload(ref)
-        if not known:
+        base = self.cache.workload(ref)
+        if base is None:
             # Not seen by the watch yet (created a moment ago): ask the API once.
             manifest = await asyncio.to_thread(self.fetch, request.resource.resource, namespace, name)
             if manifest is None:
                 return Decision.allow(f"{ref} does not exist")
             try:
-                base = self._charge(manifest, namespace)
+                base = self._read(manifest, namespace)
             except ValueError as exc:
                 return Decision.deny(str(exc))
-        if base is None:
-            return Decision.allow(f"{ref} is not charged itself")
+            if base is None:
+                return Decision.allow(f"{ref} is not charged")
         assert request.object is not None
-        new_replicas = int((request.object.get("spec") or {}).get("replicas") or 0)
-        old_spec = (request.old_object or {}).get("spec") or {}
-        old = base.with_replicas(int(old_spec.get("replicas") or 0)) if request.old_object else None
+        new_replicas = _replicas((request.object.get("spec") or {}).get("replicas"))
+        if new_replicas is None:
+            return Decision.deny(f"{ref}: spec.replicas of the Scale must be a non-negative integer")
+        old = None
+        if request.old_object:
+            old = base.with_replicas(_replicas((request.old_object.get("spec") or {}).get("replicas")) or 0)
         return self._decide(namespace, base.with_replicas(new_replicas), old, request.dry_run)
 
     # --- BandQuotas (one per namespace, Q6) ------------------------------------------------------

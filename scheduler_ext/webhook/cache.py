@@ -26,7 +26,7 @@ from scheduler_ext.kube.reflector import ListWatch, ManifestSink, Reflector
 from scheduler_ext.policy.bands import Band
 from scheduler_ext.policy.quota import BandQuota, band_quota_of
 from scheduler_ext.policy.resources import ZERO, Resources
-from scheduler_ext.policy.workloads import Charge, ObjectRef, charge_of, ref_of, usage_by_band
+from scheduler_ext.policy.workloads import ObjectRef, Workload, namespace_charges, ref_of, usage_by_band, workload_of
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,11 @@ __all__ = ["BAND_QUOTAS", "CHARGED", "NODES", "PRIORITY_CLASSES", "SCALABLE", "Q
 
 
 class QuotaCache:
-    """Charges per namespace, BandQuotas, node capacity and PriorityClasses, updated by reflectors."""
+    """Workloads per namespace, BandQuotas, node capacity and PriorityClasses, updated by reflectors.
+
+    Objects are kept as the policy's Workloads (what each claims and declares); who is charged is
+    decided by policy.workloads.resolve over the whole namespace (Q9), once per change.
+    """
 
     def __init__(self, api: RawClient | None = None, reservation_ttl: float = RESERVATION_TTL,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -47,15 +51,14 @@ class QuotaCache:
         self._ttl, self._clock = reservation_ttl, clock
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._charges: dict[str, dict[ObjectRef, Charge]] = {}
-        # Sum of _charges per namespace, recomputed on the first request after a change: a burst of
-        # admissions between two watch events then costs one sum, not one per request.
-        self._usage: dict[str, dict[Band, Resources]] = {}
-        self._workloads: dict[ObjectRef, Charge | None] = {}
+        self._workloads: dict[str, dict[ObjectRef, Workload]] = {}
+        # Use per namespace, recomputed on the first request after a change: a burst of admissions
+        # between two watch events then costs one resolution, not one per request.
+        self._usage: dict[str, tuple[dict[Band, Resources], frozenset[str]]] = {}
         self._quotas: dict[tuple[str, str], BandQuota] = {}
         self._nodes: dict[str, Resources] = {}
         self._priority_classes: dict[str, int] = {}
-        self._reserved: dict[str, dict[ObjectRef, tuple[Charge, float]]] = {}
+        self._reserved: dict[str, dict[ObjectRef, tuple[Workload, float]]] = {}
         self._reserved_quotas: dict[tuple[str, str], tuple[BandQuota, float]] = {}
         self._reflectors: list[Reflector] = []
 
@@ -93,12 +96,10 @@ class QuotaCache:
             elif resource.kind == "PriorityClass":
                 self._priority_classes.clear()
             else:
-                for charges in self._charges.values():
-                    for ref in [ref for ref in charges if ref.kind == resource.kind]:
-                        del charges[ref]
+                for workloads in self._workloads.values():
+                    for ref in [ref for ref in workloads if ref.kind == resource.kind]:
+                        del workloads[ref]
                 self._usage.clear()
-                for ref in [ref for ref in self._workloads if ref.kind == resource.kind]:
-                    del self._workloads[ref]
             for item in items:
                 self._put(item)
 
@@ -118,7 +119,11 @@ class QuotaCache:
             self._reserved_quotas.pop((namespace, name), None)
         elif kind == "Node":
             status = obj.get("status") or {}
-            self._nodes[name] = Resources.parse(status.get("allocatable") or status.get("capacity"))
+            try:
+                self._nodes[name] = Resources.parse(status.get("allocatable") or status.get("capacity"))
+            except ValueError as exc:
+                log.warning("node %s: unreadable allocatable: %s", name, exc)
+                self._nodes.pop(name, None)
         elif kind == "PriorityClass":
             value = obj.get("value")
             if isinstance(value, int):
@@ -126,18 +131,16 @@ class QuotaCache:
         else:
             ref = ref_of(obj)
             try:
-                charge = charge_of(obj, self._priority_classes)
+                workload = workload_of(obj, self._priority_classes)
             except ValueError as exc:
                 log.warning("cannot charge %s: %s", ref, exc)
-                charge = None
-            charges = self._charges.setdefault(namespace, {})
-            if charge is None:
-                charges.pop(ref, None)
+                workload = None
+            workloads = self._workloads.setdefault(namespace, {})
+            if workload is None:
+                workloads.pop(ref, None)
             else:
-                charges[ref] = charge
+                workloads[ref] = workload
             self._usage.pop(namespace, None)
-            if kind in SCALABLE.values():
-                self._workloads[ref] = charge
             self._reserved.get(namespace, {}).pop(ref, None)
 
     def _delete(self, obj: dict[str, Any]) -> None:
@@ -153,17 +156,21 @@ class QuotaCache:
             self._priority_classes.pop(name, None)
         else:
             ref = ref_of(obj)
-            self._charges.get(namespace, {}).pop(ref, None)
+            self._workloads.get(namespace, {}).pop(ref, None)
             self._usage.pop(namespace, None)
-            self._workloads.pop(ref, None)
             self._reserved.get(namespace, {}).pop(ref, None)
 
     # --- reservations (admission) ----------------------------------------------------------------
 
-    def reserve(self, charge: Charge) -> None:
-        """Count an admitted job until the watch delivers it (closes the double-admission window)."""
+    def reserve(self, workload: Workload) -> None:
+        """Count an admitted object until the watch delivers it (closes the double-admission window).
+
+        Exempt objects are reserved too: they take their owner's cover, which the next one must see.
+        """
         with self._lock:
-            self._reserved.setdefault(charge.ref.namespace, {})[charge.ref] = (charge, self._clock() + self._ttl)
+            namespace = workload.ref.namespace
+            self._reserved.setdefault(namespace, {})[workload.ref] = (workload, self._clock() + self._ttl)
+            self._usage.pop(namespace, None)
 
     def reserve_quota(self, quota: BandQuota) -> None:
         with self._lock:
@@ -175,34 +182,43 @@ class QuotaCache:
         with self._lock:
             return dict(self._priority_classes)
 
-    def used_excluding(self, namespace: str, ref: ObjectRef | None = None) -> dict[Band, Resources]:
-        """What the namespace uses per band, leaving out ref (the object being admitted)."""
+    def _view(self, namespace: str) -> dict[ObjectRef, Workload]:
         now = self._clock()
-        with self._lock:
-            charges = self._charges.get(namespace, {})
-            used = self._usage.get(namespace)
-            if used is None:
-                used = self._usage[namespace] = usage_by_band(charges.values())
-            used = dict(used)
-            # Reservations stand in for the stored version of the same object; ref itself is left out.
-            overlay = {key: charge for key, (charge, expiry) in self._reserved.get(namespace, {}).items()
-                       if expiry >= now}
-            for key in [key for key, (_, expiry) in self._reserved.get(namespace, {}).items() if expiry < now]:
-                del self._reserved[namespace][key]
-            replaced = [charges[key] for key in {*overlay, ref} if key is not None and key in charges]
-            added = [charge for key, charge in overlay.items() if key != ref]
-        for charge in replaced:
-            used[charge.band] = used[charge.band] - charge.demand
-        for charge in added:
-            used[charge.band] = used[charge.band] + charge.demand
-        return used
+        view = dict(self._workloads.get(namespace, {}))
+        reserved = self._reserved.get(namespace)
+        if reserved:
+            for key in [key for key, (_, expiry) in reserved.items() if expiry < now]:
+                del reserved[key]
+                self._usage.pop(namespace, None)
+            # Reservations stand in for the stored version of the same object.
+            view.update({key: workload for key, (workload, _) in reserved.items()})
+        return view
 
-    def workload(self, ref: ObjectRef) -> tuple[bool, Charge | None]:
-        """(known, charge) of a Deployment/ReplicaSet/StatefulSet; charge None when it is exempt."""
+    def namespace_view(self, namespace: str) -> dict[ObjectRef, Workload]:
+        """Every workload of the namespace as admission should see it: stored, plus admitted ones."""
         with self._lock:
-            if ref in self._workloads:
-                return True, self._workloads[ref]
-            return False, None
+            return self._view(namespace)
+
+    def resolved(self, namespace: str) -> tuple[dict[ObjectRef, Workload], dict[Band, Resources], frozenset[str]]:
+        """(view, what it uses per band as policy.workloads.resolve charges it, the controller uids
+        its objects claim); the use is resolved once per change of the namespace (Q7, Q9)."""
+        with self._lock:
+            view = self._view(namespace)
+            cached = self._usage.get(namespace)
+            if cached is None:
+                used = usage_by_band(namespace_charges(view.values()))
+                claimed = frozenset(w.controller.uid for w in view.values() if w.controller is not None)
+                cached = self._usage[namespace] = (used, claimed)
+            return view, dict(cached[0]), cached[1]
+
+    def used(self, namespace: str) -> dict[Band, Resources]:
+        """What the namespace uses per band, as policy.workloads.resolve charges it (Q7, Q9)."""
+        return self.resolved(namespace)[1]
+
+    def workload(self, ref: ObjectRef) -> Workload | None:
+        """The stored (or just admitted) Workload of ref, or None if not seen."""
+        with self._lock:
+            return self._view(ref.namespace).get(ref)
 
     def _all_quotas(self) -> dict[tuple[str, str], BandQuota]:
         now = self._clock()
@@ -229,3 +245,10 @@ class QuotaCache:
             for allocatable in self._nodes.values():
                 total = total + allocatable
             return total
+
+    def largest_node(self) -> Resources | None:
+        """The most any one node can hold, per resource (None until nodes are known)."""
+        with self._lock:
+            if not self._nodes:
+                return None
+            return Resources(max(n.cpu for n in self._nodes.values()), max(n.memory for n in self._nodes.values()))

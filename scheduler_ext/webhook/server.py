@@ -30,7 +30,8 @@ def make_app(admission: QuotaAdmission) -> web.Application:
         started = time.perf_counter()  # the webhook's own time: decode, decide, encode
         try:
             review = decode_review(body)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
+            # RecursionError: JSON nested deeper than msgspec follows; a bad body, not a webhook fault.
             return web.json_response({"error": f"not an admission.k8s.io/v1 AdmissionReview: {exc}"}, status=400)
         req = review.request
         try:

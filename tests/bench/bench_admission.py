@@ -34,6 +34,7 @@ from cell.kube import api_client  # noqa: E402
 from cell.localcell import lifecycle  # noqa: E402
 from cell.localcell.supervisor import LocalCell  # noqa: E402
 from cell.students import StudentSpec, add_students, remove_students  # noqa: E402
+from tests.integration.helpers import restricted  # noqa: E402
 
 console = Console()
 # Non-prod quota may be oversold (Q6), so a generous batch band costs the cell nothing.
@@ -44,9 +45,9 @@ def pod(name: str) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "bench"}},
             # Gated: the scheduler, extender and KWOK leave these pods alone, so the burst measures
             # admission rather than the scheduling that would otherwise follow every create.
-            "spec": {"priorityClassName": "batch", "schedulingGates": [{"name": "cell.distos.dev/bench"}],
-                     "containers": [{"name": "task", "image": "cell.local/shell:1.0",
-                                     "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}
+            "spec": restricted({"priorityClassName": "batch", "schedulingGates": [{"name": "cell.distos.dev/bench"}],
+                                "containers": [{"name": "task", "image": "cell.local/shell:1.0",
+                                                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]})}
 
 
 def burst(core: client.CoreV1Api, namespace: str, prefix: str, concurrency: int) -> list[float]:

@@ -8,6 +8,19 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+# Pod Security "restricted" (SPEC §9), enforced in every student namespace: what each pod and each
+# container must say. Set on every test pod, so that the same specs work in any namespace.
+RESTRICTED_POD = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def restricted(pod_spec: dict) -> dict:
+    """pod_spec with the securityContext Pod Security "restricted" asks for (added where missing)."""
+    pod_spec.setdefault("securityContext", dict(RESTRICTED_POD))
+    for container in [*pod_spec.get("initContainers", []), *pod_spec.get("containers", [])]:
+        container.setdefault("securityContext", dict(RESTRICTED_CONTAINER))
+    return pod_spec
+
 
 def wait_for(predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.5, what: str = "condition") -> T:
     """Poll until predicate returns something truthy; fail the test with `what` on timeout."""
@@ -36,6 +49,7 @@ def deployment(name: str, replicas: int, cpu: str = "100m", memory: str = "64Mi"
         spec["nodeSelector"] = node_selector
     if tolerations:
         spec["tolerations"] = tolerations
+    restricted(spec)
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "labels": {"app": name}},

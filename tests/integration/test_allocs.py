@@ -27,7 +27,7 @@ from cell.students import StudentSpec, add_students, remove_students
 from scheduler_ext.policy.model import ALLOC_LABEL, ZONE_LABEL
 from scheduler_ext.policy.resources import Resources
 from tests.integration.conftest import NodeFactory
-from tests.integration.helpers import deployment, pin_to_test_nodes, wait_for
+from tests.integration.helpers import deployment, pin_to_test_nodes, restricted, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -90,7 +90,7 @@ def member_template(prefix: str, alloc: str | None, cpu: str, memory: str = "256
             "containers": [{"name": "main", "image": "cell.local/web:1.0",
                             "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}
     labels = {ALLOC_LABEL: alloc} if alloc else {}
-    return {"labels": labels, "spec": pin_to_test_nodes(spec, prefix)}
+    return {"labels": labels, "spec": restricted(pin_to_test_nodes(spec, prefix))}
 
 
 def create_pod(api: client.ApiClient, namespace: str, name: str, prefix: str, alloc: str | None, cpu: str,

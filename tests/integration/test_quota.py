@@ -22,7 +22,7 @@ from cell.localcell.supervisor import LocalCell
 from cell.students import StudentSpec, add_students, kubeconfig_of, remove_students
 from scheduler_ext.policy.quota import band_quota_of
 from scheduler_ext.policy.resources import ZERO, Resources
-from tests.integration.helpers import wait_for
+from tests.integration.helpers import restricted, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -86,7 +86,7 @@ def pod_spec(band: str | None, cpu: str | None = "1", memory: str | None = "256M
                                             "resources": {"requests": requests} if requests else {}}]}
     if band:
         spec["priorityClassName"] = band
-    return spec
+    return restricted(spec)
 
 
 def deployment(name: str, replicas: int, band: str | None = "production", cpu: str | None = "1",

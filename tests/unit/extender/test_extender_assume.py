@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from scheduler_ext.extender.cache import ALLOCS, NODES, PODS, ClusterCache
 from scheduler_ext.extender.server import create_app
 from scheduler_ext.policy.model import PodInfo
+from scheduler_ext.policy.resources import Resources
 from tests.unit.extender.extender_fixtures import extender_args, node_manifest, pod_manifest
 
 ZONES = ("zone-a", "zone-b", "zone-c")
@@ -50,7 +51,8 @@ def test_an_assumed_pod_counts_on_its_node_until_the_watch_confirms_it() -> None
     cache.apply(PODS, "ADDED", pod_manifest("web-1", cpu="2", node="node-3", phase="Pending"))
     assert cache.assumed() == {}
     assert cache.snapshot().nodes["node-3"].requested.cpu == 2000  # counted once
-    assert cache.assume_outcomes == {"confirmed": 1, "moved": 0, "gone": 0, "expired": 0, "pending": 0}
+    assert cache.assume_outcomes == {"confirmed": 1, "moved": 0, "gone": 0, "expired": 0, "no-such-pod": 0,
+                                     "pending": 0}
 
 
 def test_the_watch_moves_a_wrong_assumption_where_the_pod_really_went() -> None:
@@ -72,7 +74,8 @@ def test_a_late_event_from_before_the_binding_keeps_the_assumption() -> None:
     assert cache.assumed() == {"uid-alice-web-1": "node-3"}
     assert cache.snapshot().nodes["node-3"].requested.cpu == 2000
     cache.apply(PODS, "MODIFIED", pod_manifest("web-1", cpu="2", node="node-3", phase="Pending"))
-    assert cache.assume_outcomes == {"confirmed": 1, "moved": 0, "gone": 0, "expired": 0, "pending": 0}
+    assert cache.assume_outcomes == {"confirmed": 1, "moved": 0, "gone": 0, "expired": 0, "no-such-pod": 0,
+                                     "pending": 0}
 
 
 def test_a_pod_the_watch_showed_deleted_is_not_booked_by_a_late_question() -> None:
@@ -304,3 +307,20 @@ def test_prioritize_uses_the_ranking_prepared_after_filter_only_when_nothing_cha
         assert 'cell_extender_ranked_ahead_total{result="stale"} 1.0' in metrics
 
     _run(cache, scenario)
+
+
+def test_a_booking_for_a_pod_the_api_does_not_have_is_dropped_at_once() -> None:
+    """Anyone reaching the extender could book made-up pods; each booking is checked off the request path."""
+    cache = ClusterCache()
+    cache.replace("nodes", [{"metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": "4", "memory": "8Gi"}}}])
+    for kind in ("pods", "allocs"):
+        cache.replace(kind, [])
+    ghost = PodInfo("ns", "ghost", "uid-ghost", 0, Resources(1000, 2**30))
+    cache.assume(ghost, "n1")
+    assert cache.assumed() == {"uid-ghost": "n1"}
+    assert cache.forget_assumed("uid-ghost")
+    assert cache.assumed() == {} and cache.snapshot().nodes["n1"].requested == Resources()
+    cache.assume(ghost, "n1")  # a retry about the same made-up pod books nothing
+    assert cache.assumed() == {}
+    assert not cache.forget_assumed("uid-ghost")
+    assert cache.assume_outcomes["no-such-pod"] == 1

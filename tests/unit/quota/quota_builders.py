@@ -34,7 +34,8 @@ def template(spec: dict[str, Any], labels: dict[str, str] | None = None) -> dict
 
 def metadata(name: str, namespace: str = "alice", owners: list[dict[str, Any]] | None = None,
              labels: dict[str, str] | None = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    # The uid owner() names, so that a stored owner really is the one a reference points at (Q9).
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "uid": f"uid-{name}"}
     if owners:
         meta["ownerReferences"] = owners
     if labels:

@@ -110,7 +110,7 @@ def test_list_watch_gone_relist(fake: tuple[FakeApi, client.ApiClient]) -> None:
     assert reflector.synced.is_set()
     assert api.requests[:5] == ["LIST /api/v1/pods", "WATCH /api/v1/pods rv=10", "WATCH /api/v1/pods rv=12",
                                 "LIST /api/v1/pods", "WATCH /api/v1/pods rv=20"]
-    used = cache.used_excluding("alice")
+    used = cache.used("alice")
     assert (used[Band.PRODUCTION], used[Band.BATCH]) == (res(), res("1", "1Gi"))
 
 

@@ -116,8 +116,12 @@ def test_missing_roster(tmp_path: Path) -> None:
 
 def test_manifests() -> None:
     spec = StudentSpec("alice")
-    assert namespace_manifest("alice")["metadata"]["labels"] == {"cell.distos.dev/managed": "true",
-                                                                 "cell.distos.dev/student": "alice"}
+    labels = namespace_manifest("alice")["metadata"]["labels"]
+    assert {k: v for k, v in labels.items() if k.startswith("cell.")} == {"cell.distos.dev/managed": "true",
+                                                                          "cell.distos.dev/student": "alice"}
+    # SPEC §9: Pod Security "restricted", enforced (the same manifest onboards students on OpenStack).
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["pod-security.kubernetes.io/enforce-version"] == "v1.34"
     quota = band_quota_manifest(spec)
     assert (quota["metadata"]["namespace"], quota["metadata"]["name"], quota["spec"]["bands"]) == (
         "alice", "quota", DEFAULT)

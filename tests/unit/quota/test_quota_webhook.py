@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler_ext.policy.workloads import ObjectRef, charge_of, usage_by_band
+from scheduler_ext.policy.workloads import ObjectRef, charge_of, usage_by_band, workload_of
 from scheduler_ext.webhook.admission import QuotaAdmission
 from scheduler_ext.webhook.cache import BAND_QUOTAS, CHARGED, NODES, QuotaCache, Resource
 from scheduler_ext.webhook.server import make_app
@@ -114,9 +114,9 @@ def test_use_counts_and_is_charged_once(admission: QuotaAdmission) -> None:
     store(admission.cache, deployment("web", replicas=3))
     # The web Deployment's ReplicaSet and pods are charged to it, not again (Q3).
     rs = deployment("web-7f", replicas=3, kind="ReplicaSet", owners=[owner("Deployment", "web")])
-    store(admission.cache, rs, pod("web-7f-a", owners=[owner("ReplicaSet", "web-7f")]))
+    store(admission.cache, rs, pod("web-7f-a", owners=[owner("ReplicaSet", "web-7f")], labels={"app": "x"}))
     assert decide(admission, review(rs))[0]
-    assert decide(admission, review(pod("web-7f-b", owners=[owner("ReplicaSet", "web-7f")])))[0]
+    assert decide(admission, review(pod("web-7f-b", owners=[owner("ReplicaSet", "web-7f")], labels={"app": "x"})))[0]
     allowed, message = decide(admission, review(deployment("api", replicas=2)))
     assert not allowed
     assert message == "BandQuota alice/quota: band production needs cpu 2, 3 in use, limit 4"
@@ -166,9 +166,15 @@ def test_scale_of_a_workload_the_watch_has_not_delivered_asks_the_api(
     assert decide(admission, scale("gone", 9, 1))[0]  # no such object: the API server answers 404 itself
 
 
-def test_scale_of_a_replicaset_owned_by_a_deployment_is_free(admission: QuotaAdmission) -> None:
-    store(admission.cache, deployment("web-7f", replicas=4, kind="ReplicaSet", owners=[owner("Deployment", "web")]))
-    assert decide(admission, scale("web-7f", 40, 4, "replicasets"))[0]
+def test_scale_of_a_replicaset_owned_by_a_deployment_is_free_within_its_cover(admission: QuotaAdmission) -> None:
+    store(admission.cache, deployment("web", replicas=4),
+          deployment("web-7f", replicas=4, kind="ReplicaSet", owners=[owner("Deployment", "web")]))
+    # The Deployment covers its replicas plus the rollout's surge (25% of 4: 1) ...
+    assert decide(admission, scale("web-7f", 5, 4, "replicasets"))[0]
+    # ... and no more (Q9): beyond it the ReplicaSet is charged itself, and 40 CPU do not fit.
+    allowed, message = decide(admission, scale("web-7f", 40, 4, "replicasets"))
+    assert not allowed
+    assert "band production needs cpu 40" in message and "Deployment alice/web covers 5" in message
 
 
 def test_job_parallelism_and_best_effort_and_q5(admission: QuotaAdmission) -> None:
@@ -192,8 +198,17 @@ def test_alloc_is_charged_and_its_members_are_not(admission: QuotaAdmission) -> 
                                              "resources": {"cpu": "1500m", "memory": "256Mi"}}}
     assert decide(admission, review(alloc))[0]
     store(admission.cache, alloc)
-    members = deployment("cache", replicas=10, labels={"app": "x", "cell.distos.dev/alloc": "cache"})
+    members = deployment("cache", replicas=10, labels={"app": "x", "cell.distos.dev/alloc": "cache"},
+                         spec=pod_spec(containers=[container(cpu="250m", memory="128Mi")]))
     assert decide(admission, review(members))[0]
+    # Q9: pods that cannot fit an instance are no members; charged, 10 x 1 CPU does not fit.
+    too_big = deployment("big", replicas=10, labels={"app": "x", "cell.distos.dev/alloc": "cache"})
+    allowed, message = decide(admission, review(too_big))
+    assert not allowed and "do not fit an instance of Alloc cache" in message
+    ghost = deployment("ghost", replicas=10, labels={"app": "x", "cell.distos.dev/alloc": "ghost"},
+                       spec=pod_spec(containers=[container(cpu="250m", memory="128Mi")]))
+    allowed, message = decide(admission, review(ghost))
+    assert not allowed and "Alloc ghost does not exist in namespace alice" in message
     assert not decide(admission, review(deployment("api", replicas=2)))[0]  # 3 CPU reserved + 2 > 4
 
 
@@ -279,7 +294,7 @@ def test_cache_replace_drops_what_a_relist_no_longer_has(admission: QuotaAdmissi
 @given(st.lists(st.tuples(st.sampled_from(["put", "delete", "reserve", "expire"]),
                           st.sampled_from(["a", "b", "c"]), st.integers(min_value=0, max_value=4)), max_size=25),
        st.sampled_from([None, "a", "b", "c"]))
-def test_used_excluding_matches_a_plain_sum(operations: list[tuple[str, str, int]], excluded: str | None) -> None:
+def test_used_matches_a_plain_sum(operations: list[tuple[str, str, int]], excluded: str | None) -> None:
     clock = Clock()
     cache = QuotaCache(clock=clock)
     stored: dict[str, dict[str, Any]] = {}
@@ -295,12 +310,14 @@ def test_used_excluding_matches_a_plain_sum(operations: list[tuple[str, str, int
             stored.pop(name, None)
             reserved.pop(name, None)
         elif operation == "reserve":
-            cache.reserve(charge_of(manifest))  # type: ignore[arg-type]
+            cache.reserve(workload_of(manifest))  # type: ignore[arg-type]
             reserved[name] = (manifest, clock.now + 15)
         else:
             clock.now += 10
     current = {**stored, **{n: m for n, (m, expiry) in reserved.items() if expiry >= clock.now}}
-    current.pop(excluded or "", None)
     expected = usage_by_band(c for c in map(charge_of, current.values()) if c is not None)
-    ref = ObjectRef("Deployment", "alice", excluded) if excluded else None
-    assert cache.used_excluding("alice", ref) == expected
+    assert cache.used("alice") == expected
+    if excluded:
+        ref = ObjectRef("Deployment", "alice", excluded)
+        assert set(cache.namespace_view("alice")) == {ObjectRef("Deployment", "alice", n) for n in current}
+        assert (cache.workload(ref) is not None) == (excluded in current)
