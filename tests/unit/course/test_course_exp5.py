@@ -6,7 +6,7 @@ import importlib.util
 import shlex
 from types import ModuleType
 
-from cell.experiences import experiences_dir
+from cell.catalog import experiences_dir
 from tests.reference import catalog
 
 
