@@ -59,6 +59,9 @@ demo-grade: $(STAMP)
 	$(CELL) grade exp1-orchestration
 
 # Bounded: FUZZ_EXAMPLES (default 2000) bodies per endpoint; reuses CELL_TEST_STATE_DIR's cell if set.
+test-security: install
+	$(PYTEST) tests/security -o addopts="-ra --strict-markers"
+
 fuzz: install
 	$(PYTEST) -m fuzz tests/fuzz -s
 

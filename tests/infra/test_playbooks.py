@@ -248,7 +248,11 @@ def test_students_are_onboarded_with_cells_own_manifests() -> None:
         ("Namespace", "alice"), ("BandQuota", "alice"), ("RoleBinding", "alice"),
         ("Namespace", "bob"), ("BandQuota", "bob"), ("RoleBinding", "bob")]
     namespace, quota, binding = documents[:3]
-    assert namespace["metadata"]["labels"] == {"cell.distos.dev/managed": "true", "cell.distos.dev/student": "alice"}
+    # SPEC §9: Pod Security "restricted" on the OpenStack students' namespaces too.
+    assert namespace["metadata"]["labels"] == {
+        "cell.distos.dev/managed": "true", "cell.distos.dev/student": "alice",
+        **{f"pod-security.kubernetes.io/{mode}{suffix}": value for mode in ("enforce", "warn", "audit")
+           for suffix, value in (("", "restricted"), ("-version", "v1.34"))}}
     # SPEC Q8: the course's default quota; best-effort unlimited by omission.
     assert quota["spec"]["bands"] == {"production": {"cpu": "2", "memory": "2Gi"},
                                       "batch": {"cpu": "4", "memory": "4Gi"}}
