@@ -89,6 +89,16 @@ class NodeLedger:
         """Capacity a non-member may use (A1)."""
         return self.node.allocatable - self.committed
 
+    def physical_for(self, reservation: Reservation) -> Resources:
+        """What a member of `reservation` may still take on the node physically, even if something
+        overcommitted it (or a higher band's pod took the instance's room, A7): the allocatable less
+        everything else on the node and what the instance's members already use."""
+        held = self.ordinary + reservation.members_use
+        for other in self.reservations:
+            if other is not reservation:
+                held = held + other.reserved
+        return self.node.allocatable - held
+
     def free_for(self, priority: int) -> Resources:
         """Capacity a non-member of this priority may use: A7, a reservation is held at its band, so
         one the pod may preempt (R1/R2) holds back only what its members really use."""
@@ -186,14 +196,7 @@ def node_verdict(pod: PodInfo, node: NodeInfo, allocs_here: tuple[AllocInfo, ...
     shortfall = pod.requests.shortfall(remaining)
     if shortfall:
         reasons.append(f"alloc {alloc_key} instance has too little left: " + ", ".join(shortfall))
-    # The node must still hold the pod physically, even if something overcommitted it (or a
-    # higher band's pod took the instance's room, A7): everything else on the node, plus what the
-    # instance's members already use, plus the pod.
-    held = books.ordinary + reservation.members_use
-    for other in books.reservations:
-        if other is not reservation:
-            held = held + other.reserved
-    physical = node.allocatable - held
+    physical = books.physical_for(reservation)
     if not shortfall and not pod.requests.fits_in(physical):
         reasons.append("node overcommitted: " + ", ".join(pod.requests.shortfall(physical)))
     if reasons:
@@ -215,12 +218,13 @@ def node_fits(pod: PodInfo, node: NodeInfo, allocs_here: tuple[AllocInfo, ...],
     requests = pod.requests
     alloc_key = pod.alloc
     if alloc_key is None:
-        return requests.fits_in(books.free)
+        return requests.fits_in(books.free_for(pod.priority) if books.reservations else books.free)
     reservation = books.reservation_for(alloc_key) if allocs.get(alloc_key) is not None else None
     if reservation is None:
         return False
-    remaining = reservation.remaining
-    return requests.fits_in(remaining) and requests.fits_in(books.free + remaining)
+    if not requests.fits_in(reservation.remaining):
+        return False
+    return requests.fits_in(books.physical_for(reservation))
 
 
 def alloc_instance_fits(alloc: AllocInfo, snapshot: CellSnapshot, node: NodeInfo) -> Verdict:
