@@ -189,14 +189,7 @@ def exemption(obj: Manifest) -> str | None:
         alloc = _template_labels(obj).get(ALLOC_LABEL)
         if alloc:
             return f"its pods are members of Alloc {alloc}, which is charged instead (A4)"
-    status = obj.get("status") or {}
-    if kind == "Pod" and status.get("phase") in TERMINAL_PHASES:
-        return f"pod has finished ({status['phase']})"
-    if kind == "Job":
-        for condition in status.get("conditions") or []:
-            if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
-                return f"job has finished ({condition['type']})"
-    return None
+    return _finished(obj)
 
 
 # --- charges -------------------------------------------------------------------------------------
