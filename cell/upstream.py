@@ -9,6 +9,7 @@ version bump needs no hand edits); etcd through a wrapper `main` calling `etcdma
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -211,6 +212,21 @@ def ensure_binaries(force: bool = False, console: Console | None = None) -> Path
     final = bin_dir()
     if not force and cached_binaries_ok(final):
         return final
+    cache_root().mkdir(parents=True, exist_ok=True)
+    # Two callers at once (make install beside a test session) would build into one staging directory;
+    # the second waits for the first and then finds the binaries built.
+    with open(cache_root() / "build.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            console.print("Another cell build is running; waiting for it to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and cached_binaries_ok(final):
+            return final
+        return _build(final, force, console)
+
+
+def _build(final: Path, force: bool, console: Console) -> Path:
     go = go_toolchain()
     work = cache_root() / "src"
     work.mkdir(parents=True, exist_ok=True)
