@@ -157,7 +157,9 @@ class NodeArrays:
         other = self.copy()
         index = table.index
         for name in changed:
-            other.set(index[name], nodes[name])
+            slot = index.get(name)
+            if slot is not None:  # None: a node that came and went between the two snapshots
+                other.set(slot, nodes[name])
         return other
 
     def reserved(self, allocs: object, by_node: Mapping[str, tuple[AllocInfo, ...]]) -> Bools:

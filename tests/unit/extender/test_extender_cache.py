@@ -226,3 +226,19 @@ def test_reflector_treats_a_missing_alloc_crd_as_no_allocs() -> None:
     reflector(cache, ALLOCS, _FakeTransport(call), stop, absent_retry=0.01).run()
     assert cache.allocs_available is False
     assert cache._synced[ALLOCS]
+
+
+def test_a_node_that_comes_and_goes_between_two_snapshots_changes_nothing() -> None:
+    # CI of stop 18: a test's node added and deleted between two snapshots left its name among the
+    # changed ones; deriving the node columns then raised KeyError on every later filter (500s).
+    cache = _synced_cache()
+    first = cache.snapshot()
+    columns = first.arrays()
+    cache.apply(NODES, "ADDED", node_manifest("t-brief-1"))
+    cache.apply(NODES, "DELETED", node_manifest("t-brief-1"))
+    cache.apply(PODS, "ADDED", pod_manifest("web-2", node="node-2", phase="Running"))
+    second = cache.snapshot()
+    assert set(second.nodes) == {"node-1", "node-2"}
+    derived = second.arrays()
+    assert derived is not columns
+    assert list(derived.used_cpu) == [500, 500]
