@@ -257,9 +257,13 @@ def check_prod_quota(specs: list[StudentSpec], existing: list[BandQuota], capaci
         others[(spec.name, QUOTA_NAME)] = new
 
 
-def _namespaces(api: client.ApiClient) -> dict[str, Any]:
-    return {str(ns.metadata.name): ns for ns in client.CoreV1Api(api).list_namespace(_request_timeout=15).items
-            if ns.metadata is not None}
+def _namespaces(api: client.ApiClient, paths: CellPaths) -> dict[str, Any]:
+    """Every namespace by name: the first call each command makes, so it says when the cell does not answer."""
+    try:
+        listing = client.CoreV1Api(api).list_namespace(_request_timeout=15)
+    except Exception as exc:
+        raise CellError(f"cannot reach the cell at {paths.server_url()}: {api_message(exc)}") from None
+    return {str(ns.metadata.name): ns for ns in listing.items if ns.metadata is not None}
 
 
 def kubeconfig_of(paths: CellPaths, name: str) -> Path:
@@ -272,10 +276,7 @@ def add_students(specs: list[StudentSpec], paths: CellPaths, console: Console | 
     ca = CertificateAuthority.load(paths.pki_dir)
     server = paths.server_url()
     api = _connect(paths)
-    try:
-        namespaces = _namespaces(api)
-    except Exception as exc:
-        raise CellError(f"cannot reach the cell at {server}: {api_message(exc)}") from None
+    namespaces = _namespaces(api, paths)
     for spec in specs:
         ns = namespaces.get(spec.name)
         if ns is not None:
@@ -341,10 +342,7 @@ class StudentRow:
 
 def list_students(paths: CellPaths) -> list[StudentRow]:
     api = _connect(paths)
-    try:
-        namespaces = [ns for ns in _namespaces(api).values() if (ns.metadata.labels or {}).get(STUDENT_LABEL)]
-    except Exception as exc:
-        raise CellError(f"cannot reach the cell: {api_message(exc)}") from None
+    namespaces = [ns for ns in _namespaces(api, paths).values() if (ns.metadata.labels or {}).get(STUDENT_LABEL)]
     quotas = {q.namespace: (q, item) for q, item in _existing_quotas(api)}
     rows = []
     for ns in sorted(namespaces, key=lambda n: n.metadata.name):
@@ -375,10 +373,7 @@ def remove_students(names: list[str], paths: CellPaths, wait: float | None = 120
         if error:
             raise CellError(error)
     api = _connect(paths)
-    try:
-        namespaces = _namespaces(api)
-    except Exception as exc:
-        raise CellError(f"cannot reach the cell: {api_message(exc)}") from None
+    namespaces = _namespaces(api, paths)
     for name in names:
         ns = namespaces.get(name)
         if ns is None or (ns.metadata.labels or {}).get(STUDENT_LABEL) != name:

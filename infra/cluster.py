@@ -160,27 +160,36 @@ class Cluster(pulumi.ComponentResource):
         # VMs boot only once the subnet routes out: cloud-init installs packages at first boot.
         boot_after = pulumi.ResourceOptions(parent=self, depends_on=[router_interface])
 
+        def machine(host: str, role: str, flavor: str, groups: list[pulumi.Output[str]],
+                    opts: pulumi.ResourceOptions, **placement: Any,
+                    ) -> tuple[openstack.networking.Port, openstack.compute.Instance]:
+            """A VM of the cluster: its port on the subnet carries its security groups."""
+            port = openstack.networking.Port(
+                f"{host}-port",
+                name=host,
+                network_id=network.id,
+                fixed_ips=[openstack.networking.PortFixedIpArgs(subnet_id=subnet.id)],
+                security_group_ids=groups,
+                opts=child,
+            )
+            instance = openstack.compute.Instance(
+                host,
+                name=host,
+                image_name=stack.image,
+                flavor_name=flavor,
+                key_pair=keypair.name,
+                networks=[openstack.compute.InstanceNetworkArgs(port=port.id)],
+                user_data=cloud_init(host, stack.ssh_public_key),
+                metadata={"cell-cluster": name, "cell-role": role},
+                opts=opts,
+                **placement,
+            )
+            return port, instance
+
         cp_name = control_plane_name(name)
-        cp_port = openstack.networking.Port(
-            f"{cp_name}-port",
-            name=cp_name,
-            network_id=network.id,
-            fixed_ips=[openstack.networking.PortFixedIpArgs(subnet_id=subnet.id)],
-            security_group_ids=[nodes_group.id, control_plane_group.id],
-            opts=child,
-        )
-        control_plane = openstack.compute.Instance(
-            cp_name,
-            name=cp_name,
-            image_name=stack.image,
-            flavor_name=stack.control_plane_flavor,
-            key_pair=keypair.name,
-            networks=[openstack.compute.InstanceNetworkArgs(port=cp_port.id)],
-            user_data=cloud_init(cp_name, stack.ssh_public_key),
-            metadata={"cell-cluster": name, "cell-role": "control-plane"},
-            opts=pulumi.ResourceOptions.merge(boot_after, pulumi.ResourceOptions(
-                protect=stack.protect_control_plane)),
-        )
+        cp_port, control_plane = machine(
+            cp_name, "control-plane", stack.control_plane_flavor, [nodes_group.id, control_plane_group.id],
+            pulumi.ResourceOptions.merge(boot_after, pulumi.ResourceOptions(protect=stack.protect_control_plane)))
         floating_ip = openstack.networking.FloatingIp(
             f"{cp_name}-ip", pool=stack.external_network, description=f"Cell {name} API server", opts=child)
         association = openstack.networking.FloatingIpAssociate(
@@ -189,27 +198,10 @@ class Cluster(pulumi.ComponentResource):
         worker_outputs: dict[str, pulumi.Output[dict[str, str]]] = {}
         for index in range(1, spec.workers + 1):
             host = worker_name(name, index)
-            port = openstack.networking.Port(
-                f"{host}-port",
-                name=host,
-                network_id=network.id,
-                fixed_ips=[openstack.networking.PortFixedIpArgs(subnet_id=subnet.id)],
-                security_group_ids=[nodes_group.id],
-                opts=child,
-            )
-            worker = openstack.compute.Instance(
-                host,
-                name=host,
-                image_name=stack.image,
-                flavor_name=stack.flavor,
-                key_pair=keypair.name,
+            port, worker = machine(
+                host, "worker", stack.flavor, [nodes_group.id], boot_after,
                 availability_zone=worker_zone(stack.availability_zones, index),
-                networks=[openstack.compute.InstanceNetworkArgs(port=port.id)],
-                scheduler_hints=[openstack.compute.InstanceSchedulerHintArgs(group=server_group.id)],
-                user_data=cloud_init(host, stack.ssh_public_key),
-                metadata={"cell-cluster": name, "cell-role": "worker"},
-                opts=boot_after,
-            )
+                scheduler_hints=[openstack.compute.InstanceSchedulerHintArgs(group=server_group.id)])
             worker_outputs[host] = pulumi.Output.all(port.all_fixed_ips, worker.availability_zone).apply(
                 lambda values: {"node_ip": values[0][0], "zone": values[1] or ""})
 

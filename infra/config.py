@@ -258,16 +258,21 @@ def _boolean(value: Any, where: str, default: bool, errors: list[str]) -> bool:
     return default
 
 
-def _clusters(value: Any, errors: list[str]) -> list[ClusterSpec]:
-    where = key("clusters")
+def _required_list(value: Any, where: str, of: str, errors: list[str]) -> list[Any]:
+    """A required key that holds a non-empty list of `of`; [] when it is wrong or missing."""
     if value is None or value == "":
         return []  # reported as missing
     if not isinstance(value, list) or not value:
-        errors.append(f"{where}: must be a non-empty list of {{name, workers}}")
+        errors.append(f"{where}: must be a non-empty list of {of}")
         return []
+    return value
+
+
+def _clusters(value: Any, errors: list[str]) -> list[ClusterSpec]:
+    where = key("clusters")
     clusters: list[ClusterSpec] = []
     seen: set[str] = set()
-    for index, item in enumerate(value):
+    for index, item in enumerate(_required_list(value, where, "{name, workers}", errors)):
         at = f"{where}[{index}]"
         if not isinstance(item, dict):
             errors.append(f"{at}: must be a mapping with name and workers")
@@ -307,13 +312,8 @@ def _clusters(value: Any, errors: list[str]) -> list[ClusterSpec]:
 
 def _cidrs(value: Any, errors: list[str]) -> list[str]:
     where = key("allowedCidrs")
-    if value is None or value == "":
-        return []  # reported as missing
-    if not isinstance(value, list) or not value:
-        errors.append(f"{where}: must be a non-empty list of CIDRs such as 203.0.113.0/24")
-        return []
     cidrs: list[str] = []
-    for index, item in enumerate(value):
+    for index, item in enumerate(_required_list(value, where, "CIDRs such as 203.0.113.0/24", errors)):
         try:
             network = ipaddress.ip_network(str(item), strict=True)
         except ValueError as exc:

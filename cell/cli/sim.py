@@ -10,18 +10,28 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import yaml
 from rich.console import Console
+from typer.core import TyperGroup
 
 from cell.cli.options import KubeconfigOption, StateDirOption
 from cell.errors import CellError
+from cell.sim.compact import EXPERIMENTS, CompactOptions, Pool, fine_grained, generated_pool, study
+from cell.sim.compact_report import render as render_compact
+from cell.sim.compact_report import summary as compact_summary
+from cell.sim.compact_report import write_outputs as write_compact
 from cell.sim.engine import ENOUGH_FEASIBLE, SimOptions, SimResult, simulate
 from cell.sim.generate import cell_capacity, demand, generate
 from cell.sim.omega import DecisionTime, OmegaOptions
+from cell.sim.omega_report import DEFAULT_LOAD_T_JOB, Sweep, parse_variant
+from cell.sim.omega_report import render as render_omega
+from cell.sim.omega_report import summary as omega_summary
+from cell.sim.omega_report import write_outputs as write_omega
 from cell.sim.report import render, summary, write_outputs
 from cell.sim.snapshot import SimCell, checkpoint_documents, load_live, load_snapshot_file
 from cell.sim.workload import load_workload
@@ -71,16 +81,24 @@ def run_simulation(cell: str, workload: Path, out: Path, seed: int = 0, enough_f
     start = load_cell(cell, kubeconfig, state_dir)
     load = load_workload(workload, known_allocs(start))
     result = simulate(start, load, SimOptions(seed=seed, enough_feasible=enough_feasible, preemption=preemption))
+    publish(out, lambda: write_outputs(result, out), lambda: summary(result), lambda c: render(result, c),
+            as_json, target)
+    return result
+
+
+def publish(out: Path, write: Callable[[], Sequence[Path]], summarize: Callable[[], object],
+            show: Callable[[Console], None], as_json: bool, target: Console, note: str = "") -> None:
+    """What every `cell sim` run ends with: its files written to `out`, then its summary as JSON, or its
+    tables and the files' names (after `note`)."""
     try:
-        written = write_outputs(result, out)
+        written = write()
     except OSError as exc:
         raise CellError(f"cannot write results to {out}: {exc.strerror or exc}") from None
     if as_json:
-        target.print_json(json.dumps(summary(result)))
+        target.print_json(json.dumps(summarize()))
     else:
-        render(result, target)
-        target.print(f"results: {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
-    return result
+        show(target)
+        target.print(f"{note}results: {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
 
 
 def _require(cell: str | None, workload: Path | None) -> tuple[str, Path]:
@@ -92,8 +110,7 @@ def _require(cell: str | None, workload: Path | None) -> tuple[str, Path]:
     return cell, workload
 
 
-@sim_app.callback(invoke_without_command=True)
-def sim_main(
+def simulate_cmd(
     ctx: typer.Context,
     cell: CellOption = None,
     workload: WorkloadOption = None,
@@ -105,33 +122,21 @@ def sim_main(
     kubeconfig: KubeconfigOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
-    """Simulate a workload on a cell: `cell sim --cell SNAPSHOT|live --workload FILE` (as `cell sim run`)."""
-    if ctx.invoked_subcommand is not None:
+    """Both `cell sim` (the group's callback) and `cell sim run`: one signature, so the two take the same options."""
+    if ctx.invoked_subcommand is not None:  # the group's callback, on its way to another subcommand
         if cell or workload:
             raise CellError(f"give --cell and --workload after `{ctx.invoked_subcommand}`, not before it")
         return
-    if cell is None and workload is None:
+    if cell is None and workload is None and isinstance(ctx.command, TyperGroup):  # a bare `cell sim`
         console.print(ctx.get_help())
         raise typer.Exit(0)
     cell, workload = _require(cell, workload)
     run_simulation(cell, workload, out, seed, enough_feasible, kubeconfig, state_dir, as_json, preemption)
 
 
-@sim_app.command("run")
-def run_cmd(
-    cell: CellOption = None,
-    workload: WorkloadOption = None,
-    out: OutOption = Path("sim-out"),
-    seed: SeedOption = 0,
-    enough_feasible: EnoughOption = ENOUGH_FEASIBLE,
-    preemption: PreemptOption = True,
-    as_json: JsonOption = False,
-    kubeconfig: KubeconfigOption = None,
-    state_dir: StateDirOption = None,
-) -> None:
-    """Admit, reserve, schedule and preempt a workload on a snapshot; report placements and utilisation."""
-    cell, workload = _require(cell, workload)
-    run_simulation(cell, workload, out, seed, enough_feasible, kubeconfig, state_dir, as_json, preemption)
+sim_app.callback(invoke_without_command=True)(simulate_cmd)  # its help is sim_app's
+sim_app.command("run", help="Admit, reserve, schedule and preempt a workload on a snapshot; report placements "
+                            "and utilisation.")(simulate_cmd)
 
 
 @sim_app.command("generate")
@@ -224,8 +229,6 @@ def omega_cmd(
 
     Wait time, busyness, conflict fraction and work redone, in simulated time (deterministic per seed);
     see docs/sim/omega.md."""
-    from cell.sim.omega_report import DEFAULT_LOAD_T_JOB, Sweep, parse_variant, render, write_outputs
-
     t_jobs = _floats(t_job_service, "--t-job-service", positive=False)
     load_values = _floats(loads, "--loads")
     try:
@@ -242,17 +245,8 @@ def omega_cmd(
     sweep = sweep.run(lambda i, n, o: None if quiet else err_console.print(
         f"[{i + 1}/{n}] {o.label()}, t_job(service) {o.service_time.t_job:g} s, load x{o.load:g}",
         highlight=False))
-    try:
-        written = write_outputs(sweep, out)
-    except OSError as exc:
-        raise CellError(f"cannot write results to {out}: {exc.strerror or exc}") from None
-    if as_json:
-        from cell.sim.omega_report import summary as omega_summary
-
-        console.print_json(json.dumps(omega_summary(sweep)))
-    else:
-        render(sweep, console)
-        console.print(f"results: {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
+    publish(out, lambda: write_omega(sweep, out), lambda: omega_summary(sweep), lambda c: render_omega(sweep, c),
+            as_json, console)
 
 
 @sim_app.command("compact")
@@ -283,11 +277,6 @@ def compact_cmd(
     """Borg §5 (EuroSys 2015): cell compaction and what segregation, own cells, rounding cost; CSV, charts.
 
     Shrinks a cell until the workload no longer fits (90th percentile of the trials); see docs/sim/compact.md."""
-    from cell.sim.compact import EXPERIMENTS, CompactOptions, Pool, fine_grained, generated_pool, study
-    from cell.sim.compact_report import render as render_compact
-    from cell.sim.compact_report import summary as compact_summary
-    from cell.sim.compact_report import write_outputs as write_compact
-
     chosen: list[str] = []
     for name in experiment or []:
         if name == "all":
@@ -321,13 +310,5 @@ def compact_cmd(
     baseline, results = done.baseline, list(done.experiments)
     meta = {"source": source, "workload": what, "jitter": jitter, "trials": trials, "seed": seed,
             "simulations": done.simulations}
-    try:
-        written = write_compact(baseline, results, meta, out)
-    except OSError as exc:
-        raise CellError(f"cannot write results to {out}: {exc.strerror or exc}") from None
-    if as_json:
-        console.print_json(json.dumps(compact_summary(baseline, results, meta)))
-    else:
-        render_compact(baseline, results, console)
-        console.print(f"{done.simulations} Fauxmaster passes; results: {', '.join(str(p) for p in written)}",
-                      highlight=False, soft_wrap=True)
+    publish(out, lambda: write_compact(baseline, results, meta, out), lambda: compact_summary(baseline, results, meta),
+            lambda c: render_compact(baseline, results, c), as_json, console, f"{done.simulations} Fauxmaster passes; ")

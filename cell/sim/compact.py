@@ -32,7 +32,7 @@ from typing import Any
 
 from cell.errors import CellError
 from cell.sim.engine import ENOUGH_FEASIBLE, SimOptions, simulate
-from cell.sim.generate import ZONES, cell_document
+from cell.sim.generate import ZONES, cell_document, demand, generate
 from cell.sim.snapshot import Manifest, SimCell, compact_cell
 from cell.sim.workload import AllocSpec, JobSpec, Workload
 from scheduler_ext.policy.allocs import RESERVED
@@ -95,16 +95,6 @@ def permuted(load: Workload, seed: int, trial: int) -> Workload:
         return _key(seed, trial, item.key)
 
     return Workload(tuple(sorted(load.allocs, key=order)), tuple(sorted(load.jobs, key=order)))
-
-
-def demand(load: Workload) -> Resources:
-    total = Resources()
-    for job in load.jobs:
-        if not job.alloc:
-            total = total + Resources.parse(dict(job.requests)).scale(job.tasks)
-    for alloc in load.allocs:
-        total = total + Resources.parse(dict(alloc.resources)).scale(alloc.count)
-    return total
 
 
 @dataclass
@@ -378,7 +368,5 @@ def generated_study(machines: int, tasks: int, teams: int, jitter: float, worklo
                     experiments: Sequence[str], options: CompactOptions,
                     progress: Callable[[str], None] = lambda name: None) -> Study:
     """`cell sim compact --machines M --tasks T --teams U --jitter J --workload-seed W` (what exp5 grades)."""
-    from cell.sim.generate import generate
-
     _, load = generate(machines, tasks, workload_seed, teams)
     return study(generated_pool(machines), fine_grained(load, jitter, workload_seed), experiments, options, progress)

@@ -36,6 +36,13 @@ def _frozen_map(mapping: Mapping[str, Any] | None) -> Mapping[str, str]:
     return MappingProxyType({str(k): str(v) for k, v in mapping.items()})
 
 
+def _freeze(value: object, attribute: str) -> None:
+    """Make a frozen value's map read-only once (the caller's dict could change under it)."""
+    mapping = getattr(value, attribute)
+    if not isinstance(mapping, MappingProxyType):
+        object.__setattr__(value, attribute, _frozen_map(mapping))
+
+
 def _container_requests(container: Mapping[str, Any]) -> Resources:
     resources = container.get("resources") or {}
     return Resources.parse(resources.get("requests") or {})
@@ -82,8 +89,25 @@ def job_key(namespace: str, name: str, owner_references: Iterable[Mapping[str, A
     return f"{namespace}/{controller.get('kind', '')}/{controller.get('name', '')}"
 
 
+class _Owned:
+    """What a pod and an alloc derive alike from their namespace, name and priority."""
+
+    __slots__ = ()
+    namespace: str
+    name: str
+    priority: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def band(self) -> Band:
+        return Band.of_priority(self.priority)
+
+
 @dataclass(frozen=True, slots=True)
-class PodInfo:
+class PodInfo(_Owned):
     """A pod as the policy sees it. `owner` is its job key (see `job_key`)."""
 
     namespace: str
@@ -99,10 +123,8 @@ class PodInfo:
     def __post_init__(self) -> None:
         if not self.owner:
             object.__setattr__(self, "owner", f"{self.namespace}/Pod/{self.name}")
-        if not isinstance(self.labels, MappingProxyType):
-            object.__setattr__(self, "labels", _frozen_map(self.labels))
-        if not isinstance(self.node_selector, MappingProxyType):
-            object.__setattr__(self, "node_selector", _frozen_map(self.node_selector))
+        _freeze(self, "labels")
+        _freeze(self, "node_selector")
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> PodInfo:
@@ -129,14 +151,6 @@ class PodInfo:
         return (manifest.get("status") or {}).get("phase") not in TERMINAL_PHASES
 
     @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def band(self) -> Band:
-        return Band.of_priority(self.priority)
-
-    @property
     def alloc(self) -> str | None:
         """Key ("ns/name") of the alloc this pod is a member of, if any (SPEC A2)."""
         name = self.labels.get(ALLOC_LABEL)
@@ -159,8 +173,7 @@ class NodeInfo:
     rack: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.labels, MappingProxyType):
-            object.__setattr__(self, "labels", _frozen_map(self.labels))
+        _freeze(self, "labels")
         # Read on every score of every node: kept as plain attributes.
         object.__setattr__(self, "zone", self.labels.get(ZONE_LABEL, ""))
         object.__setattr__(self, "rack", self.labels.get(RACK_LABEL, ""))
@@ -223,7 +236,7 @@ class AllocInstance:
 
 
 @dataclass(frozen=True, slots=True)
-class AllocInfo:
+class AllocInfo(_Owned):
     """A reservation (Borg alloc set): `count` instances of `resources`, each on a distinct node."""
 
     namespace: str
@@ -236,8 +249,7 @@ class AllocInfo:
     instances: tuple[AllocInstance, ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.node_selector, MappingProxyType):
-            object.__setattr__(self, "node_selector", _frozen_map(self.node_selector))
+        _freeze(self, "node_selector")
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> AllocInfo:
@@ -260,14 +272,6 @@ class AllocInfo:
             node_selector=_frozen_map(spec.get("nodeSelector")),
             instances=instances,
         )
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def band(self) -> Band:
-        return Band.of_priority(self.priority)
 
     @property
     def nodes(self) -> tuple[str, ...]:

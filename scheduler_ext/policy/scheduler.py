@@ -240,12 +240,20 @@ def _evaluate_few(pod: PodInfo, snapshot: CellSnapshot, arrays: NodeArrays, slot
     return np.array(fits, dtype=np.bool_), np.array(resource, dtype=np.float64)
 
 
-def _commit(column: _Column, arrays: NodeArrays, slots: Ints, ids: Ints, fits: Bools, resource: Floats) -> None:
-    """Keep evaluated results in the column (only for nodes that were examined)."""
-    column.ids[slots] = ids
-    column.refs[slots] = arrays.nodes[slots]
-    column.fits[slots] = fits
-    column.resource[slots] = resource
+def _commit(column: _Column, arrays: NodeArrays, examined: int, stale_at: Ints, slots: Ints, ids: Ints,
+            fits: Bools, resource: Floats) -> int:
+    """Keep in the column what was evaluated among the first `examined` nodes only (those beyond were never
+    looked at). `stale_at` (ascending) are the evaluated nodes' positions among those looked up, `slots`,
+    `fits` and `resource` their slots and results, `ids[stale_at]` their current ids. Returns how many were
+    kept: the lookup's misses."""
+    misses = int(np.searchsorted(stale_at, examined))
+    if misses:
+        kept = slots[:misses]
+        column.ids[kept] = ids[stale_at[:misses]]
+        column.refs[kept] = arrays.nodes[kept]
+        column.fits[kept] = fits[:misses]
+        column.resource[kept] = resource[:misses]
+    return misses
 
 
 def _lookup_range(pod: PodInfo, snapshot: CellSnapshot, arrays: NodeArrays, column: _Column, lo: int, hi: int,
@@ -267,14 +275,11 @@ def _lookup_range(pod: PodInfo, snapshot: CellSnapshot, arrays: NodeArrays, colu
     if need is not None and len(feasible) >= need:
         feasible = feasible[:need]
         examined = int(feasible[-1]) + 1
-    misses = 0
     if stale_at.size:
-        misses = int(np.searchsorted(stale_at, examined))
-        if misses:
-            _commit(column, arrays, stale_slots[:misses], now[stale_at[:misses]], new_fits[:misses],
-                    new_resource[:misses])
+        misses = _commit(column, arrays, examined, stale_at, stale_slots, now, new_fits, new_resource)
         seen = fits[:examined]  # a copy already
     else:
+        misses = 0
         seen = fits[:examined].copy()  # a view of the column, which later pods change
     return seen, feasible + lo, examined, examined - misses, misses
 
@@ -311,11 +316,7 @@ def _lookup(pod: PodInfo, snapshot: CellSnapshot, arrays: NodeArrays, column: _C
             examined = int(np.searchsorted(found, need)) + 1
     misses = 0
     if stale_at.size:
-        # Keep what was evaluated among the examined nodes only (those beyond were never looked at).
-        misses = int(np.searchsorted(stale_at, examined))
-        if misses:
-            _commit(column, arrays, stale_slots[:misses], now[stale_at[:misses]], new_fits[:misses],
-                    new_resource[:misses])
+        misses = _commit(column, arrays, examined, stale_at, stale_slots, now, new_fits, new_resource)
     looked_up = examined if known is None else int(np.count_nonzero(known[:examined]))
     if examined < len(slots):
         fits = fits[:examined]

@@ -31,10 +31,10 @@ from rich.console import Console
 from cell.kube import connect, find_kubectl
 from cell.localcell import lifecycle
 from cell.localcell.supervisor import LocalCell
+from tests.bench.benchmarks_doc import BENCHMARKS, record_section
 from tests.reference.apply import apply_reference
 
 REPO = Path(__file__).resolve().parents[2]
-BENCHMARKS = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench-grading: begin -->", "<!-- bench-grading: end -->"
 EXPERIENCE = "exp1-orchestration"
 LIMIT_SECONDS = 120.0
@@ -84,8 +84,7 @@ def record(result: dict[str, object]) -> None:
     seconds = result["grade_seconds"]
     assert isinstance(seconds, list)
     verdict = "meets" if max(seconds) < LIMIT_SECONDS else "MISSES"
-    section = "\n".join([
-        BEGIN,
+    record_section(BEGIN, END, [
         "## Grading (issue 8): 30 students, exp1-orchestration, local cell",
         "",
         "`make bench-grading` (tests/bench/bench_grading.py): a fresh local cell (12 KWOK nodes), "
@@ -103,16 +102,7 @@ def record(result: dict[str, object]) -> None:
         f"reference solutions, 4 at a time, waiting for them to settle) took {result['setup_seconds']} s "
         "and is not part of the measurement. Grading is one in-process pytest session for the whole "
         "class; the self-healing checks run last and concurrently for all students.",
-        END,
     ])
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    BENCHMARKS.parent.mkdir(parents=True, exist_ok=True)
-    BENCHMARKS.write_text(text)
 
 
 def main() -> int:

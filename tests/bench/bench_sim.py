@@ -44,8 +44,8 @@ from rich.table import Table  # noqa: E402
 from cell.sim.engine import ENOUGH_FEASIBLE, SimOptions, SimResult, Techniques, simulate  # noqa: E402
 from cell.sim.generate import cell_capacity, demand, generate  # noqa: E402
 from cell.sim.snapshot import compact_cell  # noqa: E402
+from tests.bench.benchmarks_doc import BENCHMARKS, record_section  # noqa: E402
 
-BENCHMARKS = ROOT / "docs" / "benchmarks.md"
 # Digests of every variant's full assignment, recorded before any speed work (`--record-placements`):
 # a faster pass must place every task where the recorded one did, for the same seed.
 PLACEMENTS = Path(__file__).with_name("sim_placements.json")
@@ -317,7 +317,7 @@ def _duration(seconds: float) -> str:
 def record(args: argparse.Namespace, shape: str, full: Run | None, study: Ablation | None, peak_mib: float,
            load_before: float) -> None:
     header = [h.replace("10,000 x 100,000", f"{args.machines:,} x {args.tasks:,}") for h in HEADER]
-    lines: list[str] = [BEGIN, "## Fauxmaster (make bench-sim)", ""]
+    lines: list[str] = ["## Fauxmaster (make bench-sim)", ""]
     lines.append(
         "`make bench-sim` (tests/bench/bench_sim.py) schedules a synthetic cell from scratch with `cell sim`'s "
         "pass: quota admission per job, alloc sets placed first, then every task, highest band first, through "
@@ -376,15 +376,7 @@ def record(args: argparse.Namespace, shape: str, full: Run | None, study: Ablati
             f"With all three off the pass is projected at ~{_duration(p['all three off'])} of CPU for the full "
             f"cell, against {with_them} with them: the shape of Borg's finding (a few hundred seconds with them, "
             f"not finished after 3 days without) at this cell's scale." + model_check)
-    lines.append(END)
-    section = "\n".join(lines)
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    BENCHMARKS.write_text(text)
+    record_section(BEGIN, END, lines)
 
 
 if __name__ == "__main__":
