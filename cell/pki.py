@@ -140,8 +140,9 @@ class CertificateAuthority:
         _write(pki_dir / f"{stem}.crt", cert)
         _write(pki_dir / f"{stem}.key", key, private=True)
 
-    def write_peer_cert(self, pki_dir: Path, stem: str, dns_names: list[str], ips: list[str]) -> None:
-        """Serving and client at once: an etcd member both answers and dials its peers with it."""
+    def write_member_cert(self, pki_dir: Path, stem: str, dns_names: list[str], ips: list[str]) -> None:
+        """Serving and client at once, as kubeadm's etcd certificates: an etcd member answers with
+        its server certificate and dials itself with it (the JSON gateway), its peers with the peer one."""
         cert, key = self._issue(_name(stem), [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
                                 dns_names, ips)
         _write(pki_dir / f"{stem}.crt", cert)
@@ -163,12 +164,13 @@ def write_service_account_keys(pki_dir: Path) -> None:
 
 def client_context(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLContext:
     """A client's TLS context: the server verified by ca_file, this side shown by cert_file."""
+    missing = [str(path) for path in (ca_file, cert_file, key_file) if not path.exists()]
+    if missing:
+        raise CellError(f"{', '.join(missing)} missing: the cell was made by an older Cell "
+                        "(run `cell down`, then `cell up`)")
     try:
         context = ssl.create_default_context(cafile=str(ca_file))
         context.load_cert_chain(str(cert_file), str(key_file))
-    except FileNotFoundError as exc:
-        raise CellError(f"{exc.filename} is missing: the cell was made by an older Cell "
-                        "(run `cell down`, then `cell up`)") from None
     except (OSError, ssl.SSLError) as exc:
         raise CellError(f"cannot load the client certificate {cert_file}: {exc}") from None
     return context

@@ -110,8 +110,8 @@ def _write_pki(paths: CellPaths) -> None:
     # etcd trusts its own CA only (kubeadm's pki/etcd/): no API user's certificate opens it.
     etcd_dir = paths.pki_dir / pki.ETCD_DIR
     etcd_ca = CertificateAuthority.create(etcd_dir, "etcd-ca")
-    etcd_ca.write_serving_cert(etcd_dir, "server", ["localhost"], ["127.0.0.1"])
-    etcd_ca.write_peer_cert(etcd_dir, "peer", ["localhost"], ["127.0.0.1"])
+    etcd_ca.write_member_cert(etcd_dir, "server", ["localhost"], ["127.0.0.1"])
+    etcd_ca.write_member_cert(etcd_dir, "peer", ["localhost"], ["127.0.0.1"])
     etcd_ca.write_client_cert(paths.pki_dir, pki.APISERVER_ETCD_CLIENT, "kube-apiserver-etcd-client", [])
     # The extender answers kube-scheduler and the cell's own tools only: their certificates come
     # from a CA of the extender's, so a student's (from the cell CA) is refused at the handshake.
