@@ -1,13 +1,15 @@
 """`cell why NAMESPACE/POD`: why a pod is (or was) not placed, node by node (Borg §8).
 
 First asks the extender for its last filter decision on the pod (`GET <url>/why/NS/POD`, the URL
-in `<state_dir>/extender.url`); if the extender is not running or never saw the pod, computes the
-per-node reasons now with the policy core over a snapshot read from the API.
+in `<state_dir>/extender.url`, shown the cell's client certificate of the extender); if the
+extender is not running or never saw the pod, computes the per-node reasons now with the policy
+core over a snapshot read from the API.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from enum import StrEnum
@@ -19,6 +21,7 @@ from rich.table import Table
 
 from cell.errors import CellError
 from cell.kube import api_client
+from cell.pki import extender_client_context
 from cell.state import CellPaths
 from cell.top import load_snapshot
 from scheduler_ext.kube.client import RawClient
@@ -37,10 +40,12 @@ def parse_target(target: str) -> tuple[str, str]:
     return namespace, name
 
 
-def fetch_extender_why(url: str, namespace: str, pod: str, timeout: float = EXTENDER_TIMEOUT) -> dict[str, Any] | None:
+def fetch_extender_why(url: str, namespace: str, pod: str, timeout: float = EXTENDER_TIMEOUT,
+                       context: ssl.SSLContext | None = None) -> dict[str, Any] | None:
     """The extender's record for the pod, or None if it has none or cannot be reached."""
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/why/{namespace}/{pod}", timeout=timeout) as response:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/why/{namespace}/{pod}", timeout=timeout,
+                                    context=context) as response:
             record: dict[str, Any] = json.loads(response.read())
             return record
     except (urllib.error.URLError, OSError, ValueError):
@@ -102,9 +107,15 @@ def why(namespace: str, pod: str, kubeconfig: Path, state_dir: Path | None = Non
         raise CellError(f"pod {namespace}/{pod} is unreadable: {exc}") from None
 
     record = None
-    url_file = CellPaths(state_dir).extender_url_file
-    if url_file.is_file():
-        record = fetch_extender_why(url_file.read_text().strip(), namespace, pod)
+    paths = CellPaths(state_dir)
+    if paths.extender_url_file.is_file():
+        url = paths.extender_url_file.read_text().strip()
+        # The extender answers only its client CA's certificates: the cell's own is in its state directory.
+        try:
+            context = extender_client_context(paths.pki_dir) if url.startswith("https:") else None
+        except CellError:
+            context = None  # not ours to read (another user's cell): the policy core answers instead
+        record = fetch_extender_why(url, namespace, pod, context=context)
         if record is not None and record.get("uid") not in ("", None, info.uid):
             record = None  # a previous pod of the same name
     if record is not None:
