@@ -219,6 +219,15 @@ def role_binding_manifest(name: str) -> dict[str, Any]:
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}]}
 
 
+def student_manifests(specs: Iterable[StudentSpec]) -> dict[str, Any]:
+    """Every student's namespace, Q8 BandQuota and cell:student RoleBinding, as one kubectl `List`:
+    what `add_students` applies, and what the OpenStack students role applies (`cell students manifests`)."""
+    items: list[dict[str, Any]] = []
+    for spec in specs:
+        items += [namespace_manifest(spec.name), band_quota_manifest(spec), role_binding_manifest(spec.name)]
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
 # --- talking to the cell -------------------------------------------------------------------------
 
 def _connect(paths: CellPaths) -> client.ApiClient:

@@ -1,7 +1,8 @@
-"""`cell students add|list|remove`: onboarding students (cell/students.py)."""
+"""`cell students add|list|remove|manifests`: onboarding students (cell/students.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,7 @@ from cell.students import (
     parse_roster,
     remove_students,
     specs_from_names,
+    student_manifests,
 )
 from scheduler_ext.policy.bands import Band
 from scheduler_ext.policy.resources import ZERO, format_cpu, format_memory
@@ -77,3 +79,12 @@ def remove_cmd(
     remove_students(names, CellPaths(state_dir), wait=120.0 if wait else None)
     for name in names:
         typer.echo(f"student {name} removed")
+
+
+@students_app.command("manifests")
+def manifests_cmd(
+    names: Annotated[list[str], typer.Argument(help="Student names (DNS-1123 labels).", show_default=False)],
+) -> None:
+    """Print the students' namespaces, BandQuotas and RoleBindings as one kubectl List (JSON), without
+    applying them: what `add` applies, and what the OpenStack students role applies."""
+    typer.echo(json.dumps(student_manifests(specs_from_names(names)), indent=2, sort_keys=True))

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    from scheduler_ext.policy.model import AllocInfo, NodeInfo
+    from scheduler_ext.policy.objects import AllocInfo, NodeInfo
 
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]

@@ -237,10 +237,12 @@ def test_join_configuration_comes_from_the_printed_join_command() -> None:
 
 
 def test_students_are_onboarded_with_cells_own_manifests() -> None:
-    """The students role renders with the installed Cell package; here, with the project's."""
-    script = (ROLES / "students" / "files" / "student_manifests.py").read_text()
-    result = subprocess.run([sys.executable, "-c", script, "alice", "bob"], capture_output=True, text=True,
-                            timeout=60, check=True, cwd=REPO)
+    """The students role renders with the installed Cell package's `cell students manifests`; here,
+    with the project's."""
+    tasks = (ROLES / "students" / "tasks" / "namespaces.yml").read_text()
+    assert "'/bin/cell', 'students', 'manifests'" in tasks
+    result = subprocess.run([str(Path(sys.executable).with_name("cell")), "students", "manifests", "alice", "bob"],
+                            capture_output=True, text=True, timeout=60, check=True, cwd=REPO)
     listed = json.loads(result.stdout)
     assert listed["kind"] == "List"
     documents = listed["items"]
