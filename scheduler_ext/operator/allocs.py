@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import msgspec
@@ -257,6 +257,9 @@ class AllocReconciler:
             log.info("Alloc %s: %s", key, _describe(placement))
             status = alloc_status(alloc, placement, members, generation)
             await asyncio.to_thread(write_status, self.api, obj, status)
+            # The status message is rewritten when the instances are placed again; the Event keeps
+            # why they moved (kubectl describe alloc), as the scheduler's Events do for pods.
+            kopf.warn(kopf.Body(cast(kopf.RawBody, obj)), reason="Preempted", message=placement.message)
             gone = {i.node for i in dropped}
             for pod in member_pods:
                 if (pod.get("spec") or {}).get("nodeName") in gone and not pod["metadata"].get("deletionTimestamp"):

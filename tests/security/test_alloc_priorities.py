@@ -46,5 +46,12 @@ def test_a_best_effort_alloc_does_not_keep_a_production_pod_out(student: Student
     # The instance it took is given back, with a message; the other one is still held.
     status = wait_for(lambda: (s := _alloc_status(student, "hog")).get("phase") == "PartiallyReserved" and s,
                       90, what="hog PartiallyReserved after the preemption")
-    assert "preempted by pods of a higher band" in status.get("message", ""), status
     assert [i["node"] for i in status.get("instances", [])] == [n for n in nodes if n != node]
+    # The status says where the instance can go now; the Event says why it moved.
+    def preempted() -> str:
+        listed = student.kubectl("get", "events", "--field-selector",
+                                 "involvedObject.kind=Alloc,involvedObject.name=hog,reason=Preempted",
+                                 "-o", "jsonpath={.items[*].message}")
+        return listed.stdout
+    message = wait_for(preempted, 30, what="a Preempted event on hog")
+    assert "preempted by pods of a higher band" in message and f"on {node}" in message, message

@@ -25,7 +25,7 @@ def test_a_root_pod_is_refused_with_kubernetes_own_message(student: Student) -> 
     assert result.returncode != 0
     message = result.stderr
     assert 'violates PodSecurity "restricted:v1.34"' in message, message
-    for what in ("host namespaces", "privileged", "hostPath volumes"):
+    for what in ("host namespaces", "privileged", "restricted volume types", "hostPath"):
         assert what in message, message
 
 
