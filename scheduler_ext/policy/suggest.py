@@ -489,10 +489,8 @@ def suggest(manifest: Manifest, view: QuotaView, snapshot: CellSnapshot) -> WhyR
     placement = current.placement
     if placement.stuck is not None and placement.stuck_result is not None:
         record = WhyRecord.of(placement.stuck, placement.stuck_result)
-    else:
-        first = job_pods(manifest, 1, view.priority_classes)
-        record = explain(without_job(snapshot, current.workload), first[0]) if first else None
-    assert record is not None
+    else:  # every pod placed: the first one's reasons, on the cell as it is
+        record = explain(without_job(snapshot, current.workload), job_pods(manifest, 1, view.priority_classes)[0])
     return replace(record, uid="", suggestions=tuple(suggestions), job=str(current.workload.ref),
                    admitted=current.decision.allowed,
                    refusals=() if current.decision.allowed else current.decision.reasons,
@@ -513,37 +511,45 @@ def suggest_pod(pod: PodInfo, snapshot: CellSnapshot) -> tuple[Suggestion, ...]:
         snapshot = snapshot.with_nodes(snapshot.nodes[pod.node_name].without_pods({pod.uid}))
     if _fits_somewhere(pod, snapshot):
         return ()
-    found: list[Suggestion] = []
-    decision = preempt(pod, snapshot)
-    if decision.victims is not None:
-        victims = tuple(p.key for p in decision.victims.pods)
-        found.append(Suggestion(
-            f"preempting {decision.victims.describe()} on {decision.victims.node} (its band {pod.band.label} may "
-            "preempt them, R1/R2); kube-scheduler does so unless the pod says preemptionPolicy: Never",
-            (decision.victims.node,), "preempt", {"preempt": list(victims)}, "", (), victims))
+    return (*_pod_preemption(pod, snapshot), *_pod_requests(pod, snapshot), *_pod_bands(pod, snapshot),
+            *_pod_allocs(pod, snapshot))
 
-    def with_requests(requests: Resources) -> PodInfo:
-        return replace(pod, requests=requests)
 
-    for resource in ("cpu", "memory"):
+def _pod_preemption(pod: PodInfo, snapshot: CellSnapshot) -> list[Suggestion]:
+    chosen = preempt(pod, snapshot).victims
+    if chosen is None:
+        return []
+    victims = tuple(p.key for p in chosen.pods)
+    return [Suggestion(f"preempting {chosen.describe()} on {chosen.node} (its band {pod.band.label} may preempt "
+                       "them, R1/R2); kube-scheduler does so unless the pod says preemptionPolicy: Never",
+                       (chosen.node,), "preempt", {"preempt": list(victims)}, victims=victims)]
+
+
+def _pod_requests(pod: PodInfo, snapshot: CellSnapshot) -> list[Suggestion]:
+    found = []
+    for resource, unit in (("cpu", 1), ("memory", MIB)):
         total = getattr(pod.requests, resource)
-        unit = MIB if resource == "memory" else 1
         if total <= unit:
             continue
 
-        def passes(n: int, resource: str = resource) -> bool:
-            return bool(_fits_somewhere(with_requests(replace(pod.requests, **{resource: n * unit})), snapshot))
+        def asking(n: int, resource: str = resource, unit: int = unit) -> PodInfo:
+            return replace(pod, requests=replace(pod.requests, **{resource: n * unit}))
 
-        best = largest_passing(1, math.ceil(total / unit), passes)
+        best = largest_passing(1, math.ceil(total / unit), lambda n: bool(_fits_somewhere(asking(n), snapshot)))
         if best is not None:
-            asked = with_requests(replace(pod.requests, **{resource: best * unit}))
             value = _FORMAT[resource](best * unit)
             found.append(Suggestion(f"request {resource} {value} per pod (from {_FORMAT[resource](total)})",
-                                    _fits_somewhere(asked, snapshot), "requests", {"requests": {resource: value}}))
-    for name, value in sorted(PRIORITY_CLASSES.items(), key=lambda item: abs(Band.of_priority(item[1]) - pod.band)):
-        if Band.of_priority(value) == pod.band:
+                                    _fits_somewhere(asking(best), snapshot), "requests",
+                                    {"requests": {resource: value}}))
+    return found
+
+
+def _pod_bands(pod: PodInfo, snapshot: CellSnapshot) -> list[Suggestion]:
+    found = []
+    for name, priority in sorted(PRIORITY_CLASSES.items(), key=lambda item: abs(Band.of_priority(item[1]) - pod.band)):
+        if Band.of_priority(priority) == pod.band:
             continue
-        moved = replace(pod, priority=value)
+        moved = replace(pod, priority=priority)
         nodes = _fits_somewhere(moved, snapshot)
         victims: tuple[str, ...] = ()
         if not nodes:
@@ -554,14 +560,20 @@ def suggest_pod(pod: PodInfo, snapshot: CellSnapshot) -> tuple[Suggestion, ...]:
         note = f" (preempts {', '.join(victims)})" if victims else ""
         found.append(Suggestion(f"priorityClassName {name}{note}", nodes, "band", {"priorityClassName": name},
                                 victims=victims))
-    if pod.alloc is None:
-        for alloc in sorted(snapshot.allocs.values(), key=lambda a: a.key):
-            if alloc.namespace != pod.namespace:
-                continue
-            member = replace(pod, labels={**pod.labels, ALLOC_LABEL: alloc.name})
-            nodes = tuple(n for n in alloc.nodes if n in snapshot.nodes
-                          and check_node(member, snapshot, snapshot.nodes[n]).fits)
-            if nodes:
-                found.append(Suggestion(f"label it {ALLOC_LABEL}={alloc.name} (Alloc {alloc.name} has room)", nodes,
-                                        "alloc", {"alloc": alloc.name}))
-    return tuple(found)
+    return found
+
+
+def _pod_allocs(pod: PodInfo, snapshot: CellSnapshot) -> list[Suggestion]:
+    if pod.alloc is not None:
+        return []
+    found = []
+    for alloc in sorted(snapshot.allocs.values(), key=lambda a: a.key):
+        if alloc.namespace != pod.namespace:
+            continue
+        member = replace(pod, labels={**pod.labels, ALLOC_LABEL: alloc.name})
+        nodes = tuple(n for n in alloc.nodes if n in snapshot.nodes
+                      and check_node(member, snapshot, snapshot.nodes[n]).fits)
+        if nodes:
+            found.append(Suggestion(f"label it {ALLOC_LABEL}={alloc.name} (Alloc {alloc.name} has room)", nodes,
+                                    "alloc", {"alloc": alloc.name}))
+    return found
