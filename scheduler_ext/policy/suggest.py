@@ -321,12 +321,20 @@ def _scaled_requests(manifest: Manifest, targets: Mapping[str, int], totals: Res
     """The operations that bring each container's request of each resource in `targets` down in
     proportion, so that the pod asks for about targets[resource] (memory rounded down to Mi)."""
     ops: list[dict[str, Any]] = []
+    working: Manifest = manifest  # each operation is written against the manifest the earlier ones made
+
+    def put(parts: Sequence[str | int], value: str) -> None:
+        nonlocal working
+        op = _set(working, parts, value)
+        ops.append(op)
+        working = apply_patch(working, [op])
+
     spec_path = _spec_path(str(manifest.get("kind", "")))
     pod_level = _get(manifest, (*spec_path, "resources", "requests"))
     for resource, target in targets.items():
         total = getattr(totals, resource)
         if pod_level.get(resource) is not None:  # pod-level requests take precedence over containers'
-            ops.append(_set(manifest, (*spec_path, "resources", "requests", resource), _FORMAT[resource](target)))
+            put((*spec_path, "resources", "requests", resource), _FORMAT[resource](target))
             continue
         for path, container in _containers(manifest):
             resources = container.get("resources") or {}
@@ -337,7 +345,7 @@ def _scaled_requests(manifest: Manifest, targets: Mapping[str, int], totals: Res
             value = getattr(amount, resource) * target // total
             if resource == "memory" and value >= MIB:
                 value = value // MIB * MIB
-            ops.append(_set(manifest, (*path, "resources", "requests", resource), _FORMAT[resource](max(value, 1))))
+            put((*path, "resources", "requests", resource), _FORMAT[resource](max(value, 1)))
     return ops
 
 
