@@ -35,7 +35,7 @@ from scheduler_ext.kube import names
 from scheduler_ext.kube.client import RawClient
 from scheduler_ext.kube.errors import APIError, APINotFoundError
 from scheduler_ext.policy.model import CellSnapshot, PodInfo
-from scheduler_ext.policy.suggest import QuotaView, suggest, suggest_pod
+from scheduler_ext.policy.suggest import QuotaView, pod_spec, suggest, suggest_pod
 from scheduler_ext.policy.why import WhyRecord, explain
 from scheduler_ext.webhook.cache import QuotaCache
 
@@ -84,6 +84,39 @@ def extender_snapshot(nodes: list[dict[str, Any]], pods: list[dict[str, Any]],
 
 def load_snapshot(api: client.ApiClient) -> CellSnapshot:
     return extender_snapshot(*list_objects(api))
+
+
+_HARD_EFFECTS = ("NoSchedule", "NoExecute")
+
+
+def _tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
+    """Kubernetes' rule (ToleratesTaint): an empty key with Exists tolerates every taint."""
+    if toleration.get("effect") and toleration.get("effect") != taint.get("effect"):
+        return False
+    if toleration.get("key") and toleration.get("key") != taint.get("key"):
+        return False
+    if toleration.get("operator") == "Exists":
+        return True
+    return bool(toleration.get("key")) and toleration.get("value", "") == taint.get("value", "")
+
+
+def untolerated_nodes(nodes: list[dict[str, Any]], pod_spec: Any) -> list[str]:
+    """Nodes with a NoSchedule or NoExecute taint the pods do not tolerate: kube-scheduler's own filter
+    (TaintToleration) leaves them out before it asks the extender, so the policy never judges them."""
+    tolerations = [t for t in (pod_spec.get("tolerations") or ()) if isinstance(t, dict)]
+    left_out = []
+    for node in nodes:
+        taints = [t for t in ((node.get("spec") or {}).get("taints") or ()) if t.get("effect") in _HARD_EFFECTS]
+        if any(not any(_tolerates(t, taint) for t in tolerations) for taint in taints):
+            left_out.append(str((node.get("metadata") or {}).get("name", "")))
+    return left_out
+
+
+def _without(snapshot: CellSnapshot, names: list[str]) -> CellSnapshot:
+    if not names:
+        return snapshot
+    gone = set(names)
+    return CellSnapshot({name: node for name, node in snapshot.nodes.items() if name not in gone}, snapshot.allocs)
 
 
 def _list(raw: RawClient, resource: names.Resource, namespace: str | None = None) -> list[dict[str, Any]]:
@@ -136,7 +169,8 @@ def why_manifest(path: Path, kubeconfig: Path, namespace: str | None = None, con
     console = console or Console()
     documents = read_manifests(path)
     api = api_client(kubeconfig)
-    snapshot = load_snapshot(api)
+    listed = list_objects(api)
+    snapshot = extender_snapshot(*listed)
     views: dict[str, QuotaView] = {}
     records = []
     for document in documents:
@@ -144,8 +178,12 @@ def why_manifest(path: Path, kubeconfig: Path, namespace: str | None = None, con
         where = str(meta.get("namespace") or namespace or "default")
         if where not in views:
             views[where] = quota_view(api, where)
+        left_out = untolerated_nodes(listed[0], pod_spec(document))
+        if left_out and output != WhyFormat.json:
+            console.print(f"{len(left_out)} node(s) left out: taints its pods do not tolerate "
+                          f"({', '.join(left_out)})", highlight=False)
         try:
-            records.append(suggest(document, views[where], snapshot))
+            records.append(suggest(document, views[where], _without(snapshot, left_out)))
         except ValueError as exc:
             raise CellError(f"{path}: {exc}") from None
     if output == WhyFormat.json:
@@ -218,14 +256,20 @@ def why(namespace: str, pod: str, kubeconfig: Path, state_dir: Path | None = Non
         if record is not None and record.get("uid") not in ("", None, info.uid):
             record = None  # a previous pod of the same name
     snapshot = None
+    if record is None or not info.node_name:
+        nodes, pods, allocs = list_objects(api)
+        # As kube-scheduler would: nodes whose taints the pod does not tolerate are not the extender's to judge.
+        left_out = untolerated_nodes(nodes, manifest.get("spec") or {})
+        snapshot = _without(extender_snapshot(nodes, pods, allocs), left_out)
     if record is not None:
         source = f"the extender's last filter decision ({record.get('decidedAt')})"
     else:
-        snapshot = load_snapshot(api)
+        assert snapshot is not None
         record = compute_why(snapshot, info)
         source = "computed now by the policy core from the API (the extender has no record)"
     if not info.node_name:  # still pending: what would place it, checked on the cell as it is now
-        suggestions = suggest_pod(info, snapshot or load_snapshot(api))
+        assert snapshot is not None
+        suggestions = suggest_pod(info, snapshot)
         record = {**record, "suggestions": [s.to_json() for s in suggestions]}
     if output == WhyFormat.json:
         console.out(json.dumps(record, indent=2), highlight=False)

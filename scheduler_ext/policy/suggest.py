@@ -111,6 +111,12 @@ def _get(manifest: Manifest, parts: Iterable[str]) -> Any:
     return at if at is not None else {}
 
 
+def pod_spec(manifest: Manifest) -> Mapping[str, Any]:
+    """The spec of the pods a job's manifest makes (a Pod's own spec)."""
+    spec: Mapping[str, Any] = _get(manifest, _spec_path(str(manifest.get("kind", ""))))
+    return spec
+
+
 def job_pods(manifest: Manifest, count: int, priority_classes: Mapping[str, int] | None = None) -> list[PodInfo]:
     """`count` pods as the job's template makes them (requests defaulted from limits, as the API does)."""
     kind = str(manifest.get("kind", ""))

@@ -139,3 +139,30 @@ def test_a_pending_pods_record_gets_suggestions(fake_cell: Path, monkeypatch: py
     kinds = {s["kind"]: s["change"] for s in record["suggestions"]}
     assert kinds == {"requests": {"requests": {"cpu": "4"}}}  # node-1's 4 cpu; no band or preemption helps
     assert "would let it in: request cpu 4 per pod (from 4500m) (on node-1)" in console.export_text()
+
+
+def test_nodes_whose_taints_the_pods_do_not_tolerate_are_left_out_as_kube_scheduler_would() -> None:
+    def tainted(name: str, *taints: dict[str, str]) -> dict[str, Any]:
+        return {**node_manifest(name), "spec": {"taints": list(taints)}}
+
+    nodes = [node_manifest("plain"), tainted("gpu", {"key": "gpu", "value": "yes", "effect": "NoSchedule"}),
+             tainted("soft", {"key": "x", "effect": "PreferNoSchedule"}),
+             tainted("drain", {"key": "maint", "effect": "NoExecute"})]
+    assert why_module.untolerated_nodes(nodes, {}) == ["gpu", "drain"]
+    equal = {"tolerations": [{"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}]}
+    assert why_module.untolerated_nodes(nodes, equal) == ["drain"]
+    wrong_value = {"tolerations": [{"key": "gpu", "value": "no"}]}
+    assert why_module.untolerated_nodes(nodes, wrong_value) == ["gpu", "drain"]
+    assert why_module.untolerated_nodes(nodes, {"tolerations": [{"operator": "Exists"}]}) == []
+
+
+def test_why_manifest_judges_only_the_nodes_its_pods_tolerate(fake_cell: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tainted = {**node_manifest("node-1", cpu="4", memory="8Gi"),
+               "spec": {"taints": [{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]}}
+    nodes = [tainted, node_manifest("node-2", cpu="4", memory="8Gi")]
+    monkeypatch.setattr(why_module, "list_objects", lambda _: (nodes, [], []))
+    console = Console(record=True, width=200)
+    [record] = why_manifest(fake_cell, Path("kubeconfig"), console=console)
+    assert "1 node(s) left out: taints its pods do not tolerate (node-1)" in console.export_text()
+    assert set(record["nodes"]) == {"node-2"}
+    assert {p["node"] for p in record["placement"]} == {"node-2"}
