@@ -28,7 +28,7 @@ from scheduler_ext.policy.preemption import preempt
 from scheduler_ext.policy.quota import BandQuota, Decision, admit_band_quota, admit_workload
 from scheduler_ext.policy.resources import ZERO, Resources, format_cpu, format_memory
 from scheduler_ext.policy.scheduler import FilterResult, Scheduler
-from scheduler_ext.policy.why import Placed, Suggestion, WhyRecord, explain
+from scheduler_ext.policy.why import Placed, Suggestion, WhyRecord, explain, some
 from scheduler_ext.policy.workloads import ObjectRef, Workload, pod_requests, ref_of, workload_of
 
 Manifest = Mapping[str, Any]
@@ -283,7 +283,7 @@ def smallest_passing(lo: int, hi: int, passes: Callable[[int], bool]) -> int | N
 
 def _nodes_text(verdict: Verdict) -> str:
     victims = verdict.placement.victims
-    return f" (preempts {len(victims)} pod(s): {', '.join(victims)})" if victims else ""
+    return f" (preempts {len(victims)} pod(s): {some(victims)})" if victims else ""
 
 
 def _suggestion(kind: str, text: str, change: Mapping[str, Any], target: str, patch: Sequence[Mapping[str, Any]],
@@ -349,8 +349,9 @@ def _scaled_requests(manifest: Manifest, targets: Mapping[str, int], totals: Res
                 continue
             amount = Resources.parse({resource: declared})
             value = getattr(amount, resource) * target // total
-            if resource == "memory" and value >= MIB:
-                value = value // MIB * MIB
+            if resource == "memory":  # in whole Mi (Ki below 1Mi), as people write memory
+                unit = MIB if value >= MIB else 1024 if value >= 1024 else 1
+                value = value // unit * unit
             put((*path, "resources", "requests", resource), _FORMAT[resource](max(value, 1)))
     return ops
 
@@ -571,7 +572,7 @@ def _pod_bands(pod: PodInfo, snapshot: CellSnapshot) -> list[Suggestion]:
             if chosen is None:
                 continue
             nodes, victims = (chosen.node,), tuple(p.key for p in chosen.pods)
-        note = f" (preempts {', '.join(victims)})" if victims else ""
+        note = f" (preempts {some(victims)})" if victims else ""
         found.append(Suggestion(f"priorityClassName {name}{note}", nodes, "band", {"priorityClassName": name},
                                 victims=victims))
     return found

@@ -157,10 +157,9 @@ class WhyRecord:
             return None
         counts = Counter(p.node for p in self.placement if p.node is not None)
         where = ", ".join(f"{node} x{counts[node]}" for node in sorted(counts, key=natural_order))
-        victims = sum(len(p.victims) for p in self.placement)
+        victims = [v for p in self.placement for v in p.victims]
         return (f"{sum(counts.values())} of {len(self.placement)} pod(s) placed" + (f": {where}" if where else "")
-                + (f"; preempting {victims} pod(s): "
-                   + ", ".join(v for p in self.placement for v in p.victims) if victims else ""))
+                + (f"; preempting {len(victims)} pod(s): {some(victims)}" if victims else ""))
 
     def notes(self) -> list[str]:
         """What follows the summary: the job's admission and placement, the refusals, the suggestions."""
@@ -172,7 +171,7 @@ class WhyRecord:
             head.append(f"placement: {placement}")
         return [*head,
                 *(f"refused at admission: {refusal}" for refusal in self.refusals),
-                *(f"would let it in: {s.text}" + (f" (on {', '.join(s.nodes)})" if s.nodes else "")
+                *(f"would let it in: {s.text}" + (f" (on {some(s.nodes)})" if s.nodes else "")
                   for s in self.suggestions)]
 
     def text(self) -> str:
@@ -180,6 +179,13 @@ class WhyRecord:
         marks = {True: "yes", False: "no", None: "-"}
         rows = [f"{name}\t{marks[fits]}\t{reasons}" for name, fits, reasons in self.rows()]
         return "\n".join([*rows, self.summary(), *self.notes()]) + "\n"
+
+
+def some(names: Iterable[str], shown: int = 6) -> str:
+    """"a, b, c and 4 more": long lists of nodes or victims in a line a person reads."""
+    names = list(names)
+    head = ", ".join(names[:shown])
+    return head + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def explain(snapshot: CellSnapshot, pod: PodInfo, node_names: Iterable[str] | None = None) -> WhyRecord:
