@@ -460,6 +460,8 @@ def _quota(manifest: Manifest, current: Verdict, view: QuotaView, snapshot: Cell
     value = new.limits[band].to_dict()
     if view.quota is None:
         patch = [{"op": "add", "path": "/spec", "value": {"bands": {band.label: value}}}]
+    elif not view.quota.limits:  # spec.bands may be absent: write it whole (it lists nothing to keep)
+        patch = [{"op": "add", "path": "/spec/bands", "value": {band.label: value}}]
     else:
         patch = [{"op": "add", "path": _pointer(("spec", "bands", band.label)), "value": value}]
     text = (f"BandQuota {quota.ref} band {band.label}: cpu {value['cpu']} / memory {value['memory']} "

@@ -208,6 +208,8 @@ def test_no_quota_object_means_zero_quota_and_the_suggestion_creates_the_band() 
     quota_change = next(s for s in record.suggestions if s.kind == "quota")
     assert quota_change.change == {"bandQuota": {"band": "production", "cpu": "1", "memory": "512Mi"}}
     assert "(production is not in spec.bands)" in record.refusals[0]
+    assert quota_change.patch == ({"op": "add", "path": "/spec/bands",
+                                   "value": {"production": {"cpu": "1", "memory": "512Mi"}}},)
 
 
 def test_prod_quota_the_cell_cannot_deliver_is_not_suggested() -> None:
