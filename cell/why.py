@@ -138,6 +138,15 @@ def quota_view(api: client.ApiClient, namespace: str) -> QuotaView:
     """The namespace as the webhook sees it: its workloads, its BandQuota, the cell's other BandQuotas,
     the PriorityClasses and the largest node, through the webhook's own cache fed with one listing."""
     raw = RawClient(api)
+    try:
+        labels = (raw.get(names.NAMESPACES.object_path(name=namespace), timeout=30).get("metadata") or {}).get(
+            "labels") or {}
+    except APINotFoundError:
+        raise CellError(f"namespace {namespace} does not exist") from None
+    except APIError as exc:
+        raise CellError(f"cannot read namespace {namespace}: {exc.status} {exc.reason}") from None
+    except Exception as exc:
+        raise CellError(f"cluster unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     cache = QuotaCache()
     for resource in (names.PRIORITY_CLASSES, names.NODES, names.BANDQUOTAS):
         cache.replace(resource, _list(raw, resource))
@@ -146,7 +155,7 @@ def quota_view(api: client.ApiClient, namespace: str) -> QuotaView:
     quota = cache.quota_of(namespace)
     others = cache.band_quotas_except(namespace, quota.name if quota is not None else "")
     return QuotaView(namespace, cache.namespace_view(namespace), quota, tuple(others), cache.priority_classes(),
-                     cache.largest_node())
+                     cache.largest_node(), managed=labels.get(names.MANAGED_LABEL) == "true")
 
 
 def read_manifests(path: Path) -> list[dict[str, Any]]:

@@ -210,6 +210,7 @@ class QuotaView:
     other_quotas: tuple[BandQuota, ...] = ()
     priority_classes: Mapping[str, int] = field(default_factory=dict)
     largest: Resources | None = None
+    managed: bool = True  # quota applies only in managed namespaces (the webhook's namespaceSelector)
 
     def with_quota(self, quota: BandQuota) -> QuotaView:
         return replace(self, quota=quota)
@@ -246,7 +247,10 @@ def judge(manifest: Manifest, view: QuotaView, snapshot: CellSnapshot) -> Verdic
     if workload is None or workload.ref.kind == "Alloc":
         raise ValueError(f"{ref_of(manifest)}: not a job (Pod, Deployment, ReplicaSet, StatefulSet, Job, CronJob)")
     old = view.workloads.get(workload.ref)
-    decision = admit_workload(view.namespace, workload, view.workloads, view.quota, old, view.largest)
+    if view.managed:
+        decision = admit_workload(view.namespace, workload, view.workloads, view.quota, old, view.largest)
+    else:
+        decision = Decision.allow(f"namespace {view.namespace} is not managed: quota does not apply")
     count = workload.own.replicas if workload.own is not None else 0
     pods = job_pods(manifest, count, view.priority_classes)
     return Verdict(workload, decision, place(pods, without_job(snapshot, workload)))

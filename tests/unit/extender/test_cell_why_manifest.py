@@ -16,6 +16,7 @@ from cell.cli.main import app
 from cell.errors import CellError
 from cell.why import WhyFormat, read_manifests, why_manifest
 from scheduler_ext.kube import names
+from scheduler_ext.kube.errors import APINotFoundError
 from tests.unit.extender.extender_fixtures import node_manifest, pod_manifest
 
 DEPLOYMENT = """\
@@ -48,8 +49,14 @@ class FakeRaw:
     def __init__(self, _: object) -> None:
         self.lists = {names.BANDQUOTAS.path: [BAND_QUOTA], names.DEPLOYMENTS.object_path("alice"): [RUNNING],
                       names.NODES.path: [node_manifest("node-1", cpu="4", memory="8Gi")]}
+        self.namespaces = {"alice": {names.MANAGED_LABEL: "true"}, "default": {}}
 
     def get(self, path: str, params: Any = None, timeout: float = 0) -> dict[str, Any]:
+        if path.startswith(names.NAMESPACES.path + "/"):
+            name = path.rsplit("/", 1)[1]
+            if name not in self.namespaces:
+                raise APINotFoundError(404, "Not Found")
+            return {"metadata": {"name": name, "labels": self.namespaces[name]}}
         return {"items": self.lists.get(path, [])}
 
 
@@ -116,6 +123,16 @@ def test_bad_manifests_are_one_line_errors(tmp_path: Path, content: str, message
 def test_a_missing_manifest_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(CellError, match="cannot read"):
         read_manifests(tmp_path / "absent.yaml")
+
+
+def test_an_unmanaged_namespace_has_no_quota_to_refuse_with(fake_cell: Path, tmp_path: Path) -> None:
+    assert why_module.quota_view(object(), "default").managed is False  # type: ignore[arg-type]
+    path = tmp_path / "anywhere.yaml"
+    path.write_text(DEPLOYMENT.replace("namespace: alice", "labels: {}"))
+    [record] = why_manifest(path, Path("kubeconfig"), namespace="default", console=Console(record=True))
+    assert record["job"] == "Deployment default/web" and record["admitted"] is True
+    with pytest.raises(CellError, match="namespace nowhere does not exist"):
+        why_module.quota_view(object(), "nowhere")  # type: ignore[arg-type]
 
 
 def test_an_object_that_is_not_a_job_is_named(fake_cell: Path, tmp_path: Path) -> None:
