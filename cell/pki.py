@@ -1,4 +1,9 @@
-"""The local cell's PKI, made with `cryptography`: one CA, serving and client certificates, SA keys.
+"""The local cell's PKI, made with `cryptography`: CAs, serving and client certificates, SA keys.
+
+Three CAs, as kubeadm keeps etcd's apart: the cell CA (the API's users, serving certificates),
+etcd's CA (pki/etcd/, etcd and its one client, the API server) and the extender's client CA (its
+one client, kube-scheduler, and the cell's own tools). A certificate the cell CA signed, a
+student's for one, opens neither etcd nor the extender.
 
 ECDSA P-256 keys: every Kubernetes component accepts them and they are generated in microseconds,
 which keeps `cell up` fast.
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +25,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cell.errors import CellError
 
 VALIDITY = dt.timedelta(days=365)
+# kubeadm's layout for etcd's PKI: pki/etcd/{ca,server,peer}.*, and the API server's client of it.
+ETCD_DIR = "etcd"
+APISERVER_ETCD_CLIENT = "apiserver-etcd-client"
+# The extender: a serving certificate from the cell CA, clients from a CA of their own.
+EXTENDER_SERVING = "extender"
+EXTENDER_CLIENT_CA = "extender-client-ca"
+SCHEDULER_EXTENDER_CLIENT = "kube-scheduler-extender-client"
+CELL_EXTENDER_CLIENT = "cell-extender-client"  # the supervisor's probe, `cell why`, the tests
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -52,7 +66,7 @@ class CertificateAuthority:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
     @classmethod
-    def create(cls, pki_dir: Path, common_name: str = "cell-ca") -> CertificateAuthority:
+    def create(cls, pki_dir: Path, common_name: str = "cell-ca", stem: str = "ca") -> CertificateAuthority:
         key = _new_key()
         now = dt.datetime.now(dt.UTC)
         cert = (
@@ -73,19 +87,19 @@ class CertificateAuthority:
         )
         pki_dir.mkdir(parents=True, exist_ok=True)
         ca = cls(cert, key)
-        _write(pki_dir / "ca.crt", ca.cert_pem)
-        _write(pki_dir / "ca.key", _key_pem(key), private=True)
+        _write(pki_dir / f"{stem}.crt", ca.cert_pem)
+        _write(pki_dir / f"{stem}.key", _key_pem(key), private=True)
         return ca
 
     @classmethod
-    def load(cls, pki_dir: Path) -> CertificateAuthority:
+    def load(cls, pki_dir: Path, stem: str = "ca") -> CertificateAuthority:
         try:
-            cert = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
-            key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), password=None)
+            cert = x509.load_pem_x509_certificate((pki_dir / f"{stem}.crt").read_bytes())
+            key = serialization.load_pem_private_key((pki_dir / f"{stem}.key").read_bytes(), password=None)
         except FileNotFoundError as exc:
             raise CellError(f"no cell CA at {pki_dir} (is the local cell up? run `cell up`)") from exc
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise CellError(f"{pki_dir / 'ca.key'}: unexpected key type")
+            raise CellError(f"{pki_dir / f'{stem}.key'}: unexpected key type")
         return cls(cert, key)
 
     def _issue(self, subject: x509.Name, usages: list[x509.ObjectIdentifier],
@@ -126,6 +140,14 @@ class CertificateAuthority:
         _write(pki_dir / f"{stem}.crt", cert)
         _write(pki_dir / f"{stem}.key", key, private=True)
 
+    def write_member_cert(self, pki_dir: Path, stem: str, dns_names: list[str], ips: list[str]) -> None:
+        """Serving and client at once, as kubeadm's etcd certificates: an etcd member answers with
+        its server certificate and dials itself with it (the JSON gateway), its peers with the peer one."""
+        cert, key = self._issue(_name(stem), [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+                                dns_names, ips)
+        _write(pki_dir / f"{stem}.crt", cert)
+        _write(pki_dir / f"{stem}.key", key, private=True)
+
     def write_client_cert(self, pki_dir: Path, stem: str, common_name: str, organizations: list[str]) -> None:
         cert, key = self.issue_client_cert(common_name, organizations)
         _write(pki_dir / f"{stem}.crt", cert)
@@ -138,3 +160,24 @@ def write_service_account_keys(pki_dir: Path) -> None:
     _write(pki_dir / "sa.key", _key_pem(key), private=True)
     _write(pki_dir / "sa.pub", key.public_key().public_bytes(serialization.Encoding.PEM,
                                                               serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def client_context(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """A client's TLS context: the server verified by ca_file, this side shown by cert_file."""
+    missing = [str(path) for path in (ca_file, cert_file, key_file) if not path.exists()]
+    if missing:
+        raise CellError(f"{', '.join(missing)} missing: the cell was made by an older Cell "
+                        "(run `cell down`, then `cell up`)")
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file))
+        context.load_cert_chain(str(cert_file), str(key_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise CellError(f"cannot load the client certificate {cert_file}: {exc}") from None
+    return context
+
+
+def extender_client_context(pki_dir: Path) -> ssl.SSLContext:
+    """How the cell's own tools reach the extender: its serving certificate is the cell CA's, the
+    client certificate the extender's client CA's."""
+    return client_context(pki_dir / "ca.crt", pki_dir / f"{CELL_EXTENDER_CLIENT}.crt",
+                          pki_dir / f"{CELL_EXTENDER_CLIENT}.key")

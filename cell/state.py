@@ -103,7 +103,8 @@ class Component(msgspec.Struct, omit_defaults=True):
     argv: list[str]
     health_url: str | None
     # which TLS context its health endpoint needs: "none" (http), "ca" (verify with cell CA),
-    # "client" (CA + admin client cert), "insecure" (self-signed serving cert of the component)
+    # "client" (CA + admin client cert), "insecure" (self-signed serving cert of the component),
+    # "extender-client" (CA + the cell's client cert of the extender's own client CA)
     health_tls: str = "none"
     env: dict[str, str] = msgspec.field(default_factory=dict)
 

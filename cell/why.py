@@ -2,9 +2,9 @@
 (Borg §8), and what would let a job or a pod in.
 
 For a pod, first asks the extender for its last filter decision (`GET <url>/why/NS/POD`, the URL in
-`<state_dir>/extender.url`); if the extender is not running or never saw the pod, computes the
-per-node reasons now with the policy core over a snapshot read from the API. A pod still pending
-gets suggestions (`policy.suggest.suggest_pod`).
+`<state_dir>/extender.url`, shown the cell's client certificate of the extender); if the extender is
+not running or never saw the pod, computes the per-node reasons now with the policy core over a
+snapshot read from the API. A pod still pending gets suggestions (`policy.suggest.suggest_pod`).
 
 For a manifest, `policy.suggest.suggest` judges each job in it: would quota admit it, where would
 its pods go, and the smallest single changes that would let it in. The inputs are gathered the way
@@ -15,6 +15,7 @@ the extensions gather theirs, from one listing of the API: the snapshot through 
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from enum import StrEnum
@@ -28,6 +29,7 @@ from rich.table import Table
 
 from cell.errors import CellError
 from cell.kube import api_client
+from cell.pki import extender_client_context
 from cell.state import CellPaths
 from cell.top import list_objects
 from scheduler_ext.extender.cache import ALLOCS, NODES, PODS, ClusterCache
@@ -54,10 +56,12 @@ def parse_target(target: str) -> tuple[str, str]:
     return namespace, name
 
 
-def fetch_extender_why(url: str, namespace: str, pod: str, timeout: float = EXTENDER_TIMEOUT) -> dict[str, Any] | None:
+def fetch_extender_why(url: str, namespace: str, pod: str, timeout: float = EXTENDER_TIMEOUT,
+                       context: ssl.SSLContext | None = None) -> dict[str, Any] | None:
     """The extender's record for the pod, or None if it has none or cannot be reached."""
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/why/{namespace}/{pod}", timeout=timeout) as response:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/why/{namespace}/{pod}", timeout=timeout,
+                                    context=context) as response:
             record: dict[str, Any] = json.loads(response.read())
             return record
     except (urllib.error.URLError, OSError, ValueError):
@@ -259,9 +263,15 @@ def why(namespace: str, pod: str, kubeconfig: Path, state_dir: Path | None = Non
         raise CellError(f"pod {namespace}/{pod} is unreadable: {exc}") from None
 
     record = None
-    url_file = CellPaths(state_dir).extender_url_file
-    if url_file.is_file():
-        record = fetch_extender_why(url_file.read_text().strip(), namespace, pod)
+    paths = CellPaths(state_dir)
+    if paths.extender_url_file.is_file():
+        url = paths.extender_url_file.read_text().strip()
+        # The extender answers only its client CA's certificates: the cell's own is in its state directory.
+        try:
+            context = extender_client_context(paths.pki_dir) if url.startswith("https:") else None
+        except CellError:
+            context = None  # not ours to read (another user's cell): the policy core answers instead
+        record = fetch_extender_why(url, namespace, pod, context=context)
         if record is not None and record.get("uid") not in ("", None, info.uid):
             record = None  # a previous pod of the same name
     snapshot = None

@@ -21,7 +21,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from cell import upstream
+from cell import pki, upstream
 from cell.errors import CellError
 from cell.kubeconfig import write_kubeconfig
 from cell.localcell import topology
@@ -107,6 +107,18 @@ def _write_pki(paths: CellPaths) -> None:
     ca.write_client_cert(paths.pki_dir, "admin", "cell-admin", ["system:masters"])
     ca.write_client_cert(paths.pki_dir, "apiserver-kubelet-client", "kube-apiserver-kubelet-client",
                          ["system:masters"])
+    # etcd trusts its own CA only (kubeadm's pki/etcd/): no API user's certificate opens it.
+    etcd_dir = paths.pki_dir / pki.ETCD_DIR
+    etcd_ca = CertificateAuthority.create(etcd_dir, "etcd-ca")
+    etcd_ca.write_member_cert(etcd_dir, "server", ["localhost"], ["127.0.0.1"])
+    etcd_ca.write_member_cert(etcd_dir, "peer", ["localhost"], ["127.0.0.1"])
+    etcd_ca.write_client_cert(paths.pki_dir, pki.APISERVER_ETCD_CLIENT, "kube-apiserver-etcd-client", [])
+    # The extender answers kube-scheduler and the cell's own tools only: their certificates come
+    # from a CA of the extender's, so a student's (from the cell CA) is refused at the handshake.
+    ca.write_serving_cert(paths.pki_dir, pki.EXTENDER_SERVING, ["localhost"], ["127.0.0.1"])
+    client_ca = CertificateAuthority.create(paths.pki_dir, "cell-extender-client-ca", pki.EXTENDER_CLIENT_CA)
+    client_ca.write_client_cert(paths.pki_dir, pki.SCHEDULER_EXTENDER_CLIENT, "system:kube-scheduler", [])
+    client_ca.write_client_cert(paths.pki_dir, pki.CELL_EXTENDER_CLIENT, "cell-admin", [])
 
 
 def _write_kubeconfigs(paths: CellPaths, server: str) -> None:

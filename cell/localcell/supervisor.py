@@ -23,6 +23,7 @@ from kubernetes import client
 from cell.errors import CellError
 from cell.kube import api_client, node_is_ready
 from cell.localcell import topology
+from cell.pki import extender_client_context
 from cell.state import CellPaths, CellRecord, Component, RealNodeRecord, load_record, save_record
 from cell.wait import wait_until
 
@@ -155,6 +156,8 @@ class LocalCell:
     def _ssl_context(self, mode: str) -> ssl.SSLContext | None:
         if mode == "none":
             return None
+        if mode == "extender-client":
+            return extender_client_context(self.paths.pki_dir)
         if mode == "insecure":
             ctx = ssl.create_default_context()
             ctx.check_hostname = False
@@ -174,7 +177,7 @@ class LocalCell:
         try:
             with urllib.request.urlopen(comp.health_url, timeout=3, context=self._ssl_context(comp.health_tls)) as r:
                 return bool(r.status == 200)
-        except (urllib.error.URLError, OSError, ssl.SSLError):
+        except (urllib.error.URLError, OSError, ssl.SSLError, CellError):
             return False
 
     def start(self, name: str, timeout: float = 90.0) -> None:
@@ -209,7 +212,11 @@ class LocalCell:
         self.start(name)
 
     def stop_all(self) -> None:
-        for name in reversed(self.component_names()):
+        try:
+            names = self.component_names()
+        except CellError:  # a record an older Cell wrote: what it started is in its PIDs, in start order
+            names = list(self.record.pids)
+        for name in reversed(names):
             self.stop(name)
         # Belt and braces: anything else still running out of this state dir (e.g. orphaned children).
         marker = self.paths.marker

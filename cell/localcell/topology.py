@@ -12,7 +12,9 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from cell import upstream
+import yaml
+
+from cell import pki, upstream
 from cell.errors import CellError
 from cell.names import KWOK_NODE_ANNOTATION, RACK_LABEL, ZONE_LABEL
 from cell.state import CellPaths, CellRecord, Component
@@ -29,8 +31,8 @@ NODE_CAPACITY = {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage
 EXTENSIONS = ("extender", "webhook", "operator")
 # The user each extension acts as: cluster/base/rbac-extensions.yaml grants each what it needs.
 EXTENSION_USERS = {name: f"cell-{name}" for name in EXTENSIONS}
-PORTS = ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", "extender", "webhook",
-         "operator")
+PORTS = ("etcd", "etcd_peer", "etcd_metrics", "apiserver", "controller_manager", "scheduler", "kwok", "extender",
+         "webhook", "operator")
 
 
 def check_without(without: tuple[str, ...]) -> list[str]:
@@ -44,35 +46,56 @@ def enabled_extensions(record: CellRecord) -> list[str]:
     return [name for name in EXTENSIONS if name not in record.without]
 
 
+def _ports(paths: CellPaths, record: CellRecord) -> dict[str, int]:
+    missing = [name for name in PORTS if name not in record.ports]
+    if missing:
+        raise CellError(f"the cell at {paths.root} was made by an older Cell (its record has no port for "
+                        f"{', '.join(missing)}): run `cell down`, then `cell up`")
+    return record.ports
+
+
+def extender_url(record: CellRecord) -> str:
+    return f"https://127.0.0.1:{record.ports['extender']}"
+
+
 def components(paths: CellPaths, record: CellRecord) -> list[Component]:
     """The cell's own components in start order (a real node's come after them)."""
-    p, ports, bins = paths, record.ports, Path(record.bin_dir)
-    pki = p.pki_dir
+    p, ports, bins = paths, _ports(paths, record), Path(record.bin_dir)
+    pki_dir, etcd_pki = p.pki_dir, p.pki_dir / pki.ETCD_DIR
+    etcd_url = f"https://127.0.0.1:{ports['etcd']}"
+    peer_url = f"https://127.0.0.1:{ports['etcd_peer']}"
     py = sys.executable
     comps = [
         Component("etcd", [
             str(bins / "etcd"), "--name=cell", f"--data-dir={p.etcd_data}",
-            f"--listen-client-urls=http://127.0.0.1:{ports['etcd']}",
-            f"--advertise-client-urls=http://127.0.0.1:{ports['etcd']}",
-            f"--listen-peer-urls=http://127.0.0.1:{ports['etcd_peer']}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{ports['etcd_peer']}",
-            f"--initial-cluster=cell=http://127.0.0.1:{ports['etcd_peer']}",
-            "--listen-metrics-urls=", "--log-level=warn", "--quota-backend-bytes=4294967296",
+            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=cell={peer_url}",
+            # As kubeadm runs it: TLS both ways, clients and peers shown by etcd's own CA.
+            f"--cert-file={etcd_pki / 'server.crt'}", f"--key-file={etcd_pki / 'server.key'}",
+            "--client-cert-auth=true", f"--trusted-ca-file={etcd_pki / 'ca.crt'}",
+            f"--peer-cert-file={etcd_pki / 'peer.crt'}", f"--peer-key-file={etcd_pki / 'peer.key'}",
+            "--peer-client-cert-auth=true", f"--peer-trusted-ca-file={etcd_pki / 'ca.crt'}",
+            # /health and /metrics only, plain HTTP on loopback (kubeadm's probe does the same).
+            f"--listen-metrics-urls=http://127.0.0.1:{ports['etcd_metrics']}",
+            "--log-level=warn", "--quota-backend-bytes=4294967296",
             # A test cell is disposable: skip fsync-heavy durability for speed.
             "--unsafe-no-fsync=true",
-        ], f"http://127.0.0.1:{ports['etcd']}/health"),
+        ], f"http://127.0.0.1:{ports['etcd_metrics']}/health"),
         Component("kube-apiserver", [
             str(bins / "kube-apiserver"),
-            f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+            f"--etcd-servers={etcd_url}", f"--etcd-cafile={etcd_pki / 'ca.crt'}",
+            f"--etcd-certfile={pki_dir / (pki.APISERVER_ETCD_CLIENT + '.crt')}",
+            f"--etcd-keyfile={pki_dir / (pki.APISERVER_ETCD_CLIENT + '.key')}",
             "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={ports['apiserver']}",
-            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}",
-            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
-            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            f"--tls-cert-file={pki_dir / 'apiserver.crt'}", f"--tls-private-key-file={pki_dir / 'apiserver.key'}",
+            f"--client-ca-file={pki_dir / 'ca.crt'}",
+            f"--kubelet-client-certificate={pki_dir / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki_dir / 'apiserver-kubelet-client.key'}",
             # A real node's name (real-1) resolves nowhere; its InternalIP does (logs, exec).
             "--kubelet-preferred-address-types=InternalIP,Hostname,ExternalIP",
-            f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--service-account-key-file={pki_dir / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki_dir / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC",
@@ -92,8 +115,8 @@ def components(paths: CellPaths, record: CellRecord) -> list[Component]:
             f"--authorization-kubeconfig={p.component_kubeconfig('kube-controller-manager')}",
             "--bind-address=127.0.0.1", f"--secure-port={ports['controller_manager']}",
             f"--cert-dir={p.root / 'kcm-certs'}",
-            f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
-            f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
+            f"--service-account-private-key-file={pki_dir / 'sa.key'}", f"--root-ca-file={pki_dir / 'ca.crt'}",
+            f"--cluster-signing-cert-file={pki_dir / 'ca.crt'}", f"--cluster-signing-key-file={pki_dir / 'ca.key'}",
             "--use-service-account-credentials=true", "--leader-elect=false",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--allocate-node-cidrs=false",
             "--kube-api-qps=200", "--kube-api-burst=400",
@@ -105,7 +128,10 @@ def components(paths: CellPaths, record: CellRecord) -> list[Component]:
         comps.append(Component("extender", [
             py, "-m", "scheduler_ext.extender", "--kubeconfig", str(p.component_kubeconfig("extender")),
             "--host", "127.0.0.1", "--port", str(ports["extender"]),
-        ], f"http://127.0.0.1:{ports['extender']}/healthz"))
+            "--tls-cert-file", str(pki_dir / f"{pki.EXTENDER_SERVING}.crt"),
+            "--tls-key-file", str(pki_dir / f"{pki.EXTENDER_SERVING}.key"),
+            "--client-ca-file", str(pki_dir / f"{pki.EXTENDER_CLIENT_CA}.crt"),
+        ], f"{extender_url(record)}/healthz", "extender-client"))
     comps.append(Component("kube-scheduler", [
         str(bins / "kube-scheduler"), f"--config={p.scheduler_config}",
         f"--authentication-kubeconfig={p.component_kubeconfig('kube-scheduler')}",
@@ -124,8 +150,8 @@ def components(paths: CellPaths, record: CellRecord) -> list[Component]:
         comps.append(Component("webhook", [
             py, "-m", "scheduler_ext.webhook", "--kubeconfig", str(p.component_kubeconfig("webhook")),
             "--host", "127.0.0.1",
-            "--port", str(ports["webhook"]), "--tls-cert", str(pki / "webhook.crt"),
-            "--tls-key", str(pki / "webhook.key"),
+            "--port", str(ports["webhook"]), "--tls-cert", str(pki_dir / "webhook.crt"),
+            "--tls-key", str(pki_dir / "webhook.key"),
         ], f"https://127.0.0.1:{ports['webhook']}/healthz", "ca"))
     if "operator" in extensions:
         comps.append(Component("operator", [
@@ -171,10 +197,22 @@ def scheduler_config(paths: CellPaths, record: CellRecord) -> tuple[str, str | N
     text = (CLUSTER_DIR / "scheduler" / name).read_text()
     if not with_extender:
         text = text.replace("schedulerName: stock-scheduler", "schedulerName: default-scheduler")
-    extender_url = f"http://127.0.0.1:{record.ports['extender']}"
+    url = extender_url(record)
     config_text = Template(text).safe_substitute(
-        KUBECONFIG=str(paths.component_kubeconfig("kube-scheduler")), EXTENDER_URL=extender_url)
-    return config_text, extender_url if with_extender else None
+        KUBECONFIG=str(paths.component_kubeconfig("kube-scheduler")), EXTENDER_URL=url)
+    if not with_extender:
+        return config_text, None
+    # The shared file leaves HTTPS off for the cloud (see its comment); here the extender takes
+    # kube-scheduler's client certificate only, so the scheduler shows it and checks the extender's.
+    config = yaml.safe_load(config_text)
+    (extender,) = config["extenders"]
+    pki_dir = paths.pki_dir
+    extender["enableHTTPS"] = True
+    extender["tlsConfig"] = {"certFile": str(pki_dir / f"{pki.SCHEDULER_EXTENDER_CLIENT}.crt"),
+                             "keyFile": str(pki_dir / f"{pki.SCHEDULER_EXTENDER_CLIENT}.key"),
+                             "caFile": str(pki_dir / "ca.crt")}
+    header = f"# Written by `cell up` from {CLUSTER_DIR / 'scheduler' / name} (its comments say why), with TLS.\n"
+    return header + yaml.safe_dump(config, sort_keys=False), url
 
 
 def webhook_registration(record: CellRecord, ca_bundle: str) -> str:

@@ -267,13 +267,13 @@ def _restore_iptables(baseline: HostState, saves: Mapping[str, str]) -> None:
             run([tool, "-t", table, "-X"], check=True)
         if saved.strip():
             run([f"{tool}-restore"], check=True, stdin=saved)
-    if baseline.nft_tables:
-        # iptables-nft leaves a table it created even when emptied.
-        for line in run(["nft", "list", "tables"]).splitlines():
-            entry = line.strip()
-            parts = entry.split()
-            if entry and entry not in baseline.nft_tables and len(parts) == 3 and parts[1] in ("ip", "ip6"):
-                run(["nft", "delete", "table", parts[1], parts[2]], check=True)
+    # iptables-nft leaves a table it created even when emptied. (A machine that had none before, as
+    # a fresh one, has an empty baseline: every ip/ip6 table is then the node's.)
+    for line in run(["nft", "list", "tables"]).splitlines():
+        entry = line.strip()
+        parts = entry.split()
+        if entry and entry not in baseline.nft_tables and len(parts) == 3 and parts[1] in ("ip", "ip6"):
+            run(["nft", "delete", "table", parts[1], parts[2]], check=True)
 
 
 def _restore_sysctls(baseline: HostState) -> None:

@@ -1,11 +1,17 @@
-"""`python -m scheduler_ext.extender --kubeconfig K --host H --port P`: start the cache's
-reflectors and serve the extender. Bad arguments exit non-zero with one line."""
+"""`python -m scheduler_ext.extender --kubeconfig K --host H --port P [--tls-cert-file C
+--tls-key-file KEY --client-ca-file CA]`: start the cache's reflectors and serve the extender.
+
+With the TLS options it serves HTTPS and completes a handshake only with a client certificate
+CA signed: only kube-scheduler (and whoever holds a certificate of that CA) may call it. A booking
+made through /filter holds capacity, so an open port would let anyone on the machine book nodes.
+Bad arguments exit non-zero with one line."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import re
+import ssl
 import sys
 import threading
 from pathlib import Path
@@ -35,8 +41,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", required=True, type=int, help="port to listen on")
     parser.add_argument("--enough-feasible", type=int, default=100, metavar="N",
                         help="relaxed randomization: stop filtering after N feasible nodes (0: examine all)")
+    parser.add_argument("--tls-cert-file", type=Path, help="serving certificate (PEM); with the two below: HTTPS")
+    parser.add_argument("--tls-key-file", type=Path, help="its private key (PEM)")
+    parser.add_argument("--client-ca-file", type=Path,
+                        help="CA (PEM) a client's certificate must be signed by; none: no handshake")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
+    tls = [args.tls_cert_file, args.tls_key_file, args.client_ca_file]
+    if any(tls) and not all(tls):
+        parser.error("--tls-cert-file, --tls-key-file and --client-ca-file go together")
+    for option, path in zip(("--tls-cert-file", "--tls-key-file", "--client-ca-file"), tls, strict=True):
+        if path is not None and not path.is_file():
+            parser.error(f"{option} {path}: no such file")
     if not 0 < args.port < 65536:
         parser.error(f"--port {args.port}: must be 1..65535")
     if args.enough_feasible < 0:
@@ -46,8 +62,23 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def tls_context(cert: Path, key: Path, client_ca: Path) -> ssl.SSLContext:
+    """The server's side: its certificate, and a client certificate of client_ca required."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(client_ca))
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    context = None
+    if args.tls_cert_file is not None:
+        try:
+            context = tls_context(args.tls_cert_file, args.tls_key_file, args.client_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"{PROG}: error: cannot load TLS files: {exc}".splitlines()[0], file=sys.stderr)
+            return 1
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         raw = RawClient(api_client(args.kubeconfig))
@@ -73,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app(cache, enough_feasible=args.enough_feasible, read_nodes=read_nodes, pod_exists=pod_exists)
     try:
-        web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
+        web.run_app(app, host=args.host, port=args.port, ssl_context=context, access_log=None, print=None)
     except OSError as exc:
         print(f"{PROG}: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from cell.localcell import lifecycle  # noqa: E402
 from cell.localcell.supervisor import LocalCell  # noqa: E402
 from cell.localcell.topology import CLUSTER_DIR  # noqa: E402
+from cell.pki import extender_client_context  # noqa: E402
 from cell.state import free_port  # noqa: E402
 from scheduler_ext.extender import wire  # noqa: E402
 
@@ -155,9 +157,21 @@ _POD_LIST = msgspec.json.Decoder(wire.PodList)
 _EVENT = msgspec.json.Decoder(wire.WatchEvent)
 
 
-def gauges(metrics_url: str, name: str, label: str) -> dict[str, float]:
+@dataclass
+class Metrics:
+    """The extender's /metrics, and the client certificate it requires."""
+
+    url: str
+    context: ssl.SSLContext
+
+    def text(self) -> str:
+        with urllib.request.urlopen(self.url, timeout=5, context=self.context) as response:
+            return str(response.read().decode())
+
+
+def gauges(metrics: Metrics, name: str, label: str) -> dict[str, float]:
     """label value -> value of one labelled gauge or counter in the extender's metrics."""
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    text = metrics.text()
     values: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith(name + "{"):
@@ -167,9 +181,9 @@ def gauges(metrics_url: str, name: str, label: str) -> dict[str, float]:
     return values
 
 
-def histogram(metrics_url: str) -> dict[str, list[tuple[float, float]]]:
+def histogram(metrics: Metrics) -> dict[str, list[tuple[float, float]]]:
     """verb -> cumulative buckets [(le, count)] of cell_extender_request_duration_seconds."""
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    text = metrics.text()
     buckets: dict[str, list[tuple[float, float]]] = {}
     for line in text.splitlines():
         if line.startswith("cell_extender_request_duration_seconds_bucket{"):
@@ -294,7 +308,8 @@ def main() -> int:
     lifecycle.up(nodes=args.nodes, state_dir=state, console=Console(stderr=True))
     cell = LocalCell(state)
     api = cell.api()
-    metrics_url = f"http://127.0.0.1:{cell.port('extender')}/metrics"
+    metrics_url = Metrics(f"https://127.0.0.1:{cell.port('extender')}/metrics",
+                          extender_client_context(cell.paths.pki_dir))
     stock, borg = Side("stock"), Side("borg")
     loads: list[float] = []
     try:

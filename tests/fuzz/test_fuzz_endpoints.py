@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cell.localcell.supervisor import LocalCell
+from cell.pki import extender_client_context
 from scheduler_ext.policy.workloads import workload_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fuzz]
@@ -201,7 +202,8 @@ def webhook(local_cell: LocalCell) -> Endpoint:
 
 
 def _extender(local_cell: LocalCell, verb: str) -> Endpoint:
-    return Endpoint(f"http://127.0.0.1:{local_cell.port('extender')}/{verb}")
+    return Endpoint(f"https://127.0.0.1:{local_cell.port('extender')}/{verb}",
+                    extender_client_context(local_cell.paths.pki_dir))
 
 
 @_settings

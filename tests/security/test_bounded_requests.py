@@ -19,6 +19,7 @@ import urllib.request
 import pytest
 
 from cell.localcell.supervisor import LocalCell
+from cell.pki import extender_client_context
 from tests.integration.test_quota import Student, pod
 
 pytestmark = pytest.mark.cluster
@@ -70,6 +71,11 @@ def test_a_pod_larger_than_any_node_is_refused(student: Student) -> None:
     assert "each pod requests cpu 500, more than any node holds" in result.stderr
 
 
+def _extender(local_cell: LocalCell) -> tuple[str, ssl.SSLContext]:
+    """The extender's URL, and the client certificate it requires (issue 13: only its CA's)."""
+    return f"https://127.0.0.1:{local_cell.port('extender')}", extender_client_context(local_cell.paths.pki_dir)
+
+
 def _nested(depth: int) -> bytes:
     head = b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":'
     return head + b"[" * depth + b"]" * depth + b"}"
@@ -81,15 +87,15 @@ def test_malformed_bodies_are_400_with_a_reason(local_cell: LocalCell) -> None:
     for body in (_nested(100_000), b"{not json", b'{"request": 1}'):
         status, text, _ = _post(webhook, body, context)
         assert status == 400 and "not an admission.k8s.io/v1 AdmissionReview" in text, (status, text[:200])
-    extender = f"http://127.0.0.1:{local_cell.port('extender')}"
+    extender, context = _extender(local_cell)
     deep = b'{"Pod":{"metadata":{"name":"a","namespace":"b"}},"Nodes":{"items":[' + b"[" * 100_000 + b"]" * 100_000
     for verb, body in (("filter", deep + b"]}}"), ("prioritize", b"[]"), ("preempt", b'{"Pod": 7}')):
-        status, text, _ = _post(f"{extender}/{verb}", body)
+        status, text, _ = _post(f"{extender}/{verb}", body, context)
         assert status == 400 and "malformed" in text, (verb, status, text[:200])
 
 
 def test_made_up_node_names_are_looked_up_once(local_cell: LocalCell) -> None:
-    extender = f"http://127.0.0.1:{local_cell.port('extender')}"
+    extender, context = _extender(local_cell)
     names = [f"no-such-node-{i}" for i in range(40)]
     body = json.dumps({"Pod": {"metadata": {"name": "probe", "namespace": "default", "uid": "probe"}},
                        "NodeNames": names}).encode()
@@ -97,12 +103,12 @@ def test_made_up_node_names_are_looked_up_once(local_cell: LocalCell) -> None:
 
     def healthz() -> None:
         started = time.monotonic()
-        with urllib.request.urlopen(f"{extender}/healthz", timeout=30) as response:
+        with urllib.request.urlopen(f"{extender}/healthz", timeout=30, context=context) as response:
             assert response.status == 200
         health["seconds"] = time.monotonic() - started
 
     checker = threading.Thread(target=healthz)
-    status, text, first = _post(f"{extender}/filter", body)
+    status, text, first = _post(f"{extender}/filter", body, context)
     checker.start()
     checker.join(30)
     assert status == 200, text
@@ -110,5 +116,5 @@ def test_made_up_node_names_are_looked_up_once(local_cell: LocalCell) -> None:
     assert first < NORMAL and health["seconds"] < NORMAL, (first, health)
     # Asked again, the names are known to be absent: no lookup at all.
     for _ in range(5):
-        _, _, again = _post(f"{extender}/filter", body)
+        _, _, again = _post(f"{extender}/filter", body, context)
         assert again < 1.0, f"a repeated filter of made-up names took {again:.1f} s"

@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from cell.kube import api_client
 from cell.localcell.supervisor import LocalCell
 from cell.students import kubeconfig_of
+from scheduler_ext.kube.dynamic import Objects
 from scheduler_ext.policy.bands import Band
 from scheduler_ext.policy.quota import DEFAULT_STUDENT_BANDS, used_status
 from scheduler_ext.policy.resources import Resources
@@ -97,16 +98,10 @@ def test_killing_each_extension_and_etcd_mid_burst_keeps_the_invariants(local_ce
 
     # No band over its quota: the objects as the policy charges them.
     def objects() -> list[dict[str, Any]]:
-        found = []
-        for path, kind in (("/apis/apps/v1/namespaces/{}/deployments", "Deployment"),
-                           ("/apis/apps/v1/namespaces/{}/replicasets", "ReplicaSet"),
-                           ("/apis/batch/v1/namespaces/{}/jobs", "Job"), ("/api/v1/namespaces/{}/pods", "Pod")):
-            body = admin.call_api(path.format(student.name), "GET", response_type="object", _return_http_data_only=True,
-                                  auth_settings=["BearerToken"])
-            for item in body.get("items") or []:
-                item.setdefault("apiVersion", "batch/v1" if kind == "Job" else "v1" if kind == "Pod" else "apps/v1")
-                item.setdefault("kind", kind)
-                found.append(item)
+        found: list[dict[str, Any]] = []
+        for api_version, kind in (("apps/v1", "Deployment"), ("apps/v1", "ReplicaSet"), ("batch/v1", "Job"),
+                                  ("v1", "Pod")):
+            found.extend(Objects(admin).list(api_version, kind, student.name))
         return found
 
     def used() -> dict[Band, Resources]:

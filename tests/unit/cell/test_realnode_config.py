@@ -13,6 +13,7 @@ import pytest
 from rich.console import Console
 
 from cell.errors import CellError
+from cell.localcell import topology
 from cell.localcell.supervisor import LocalCell
 from cell.realnode import claim, config, host
 from cell.realnode import node as realnode
@@ -91,8 +92,7 @@ def test_the_node_sits_in_the_first_zone_on_a_rack_of_its_own(cell: LocalCell) -
 
 def test_the_local_cell_lists_the_real_nodes_components_last(cell: LocalCell) -> None:
     record = json.loads((cell.state_dir / "cell.json").read_text())
-    record["ports"] = {name: 1 for name in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler",
-                                            "kwok", "extender", "webhook", "operator")}
+    record["ports"] = dict.fromkeys(topology.PORTS, 1)
     (cell.state_dir / "cell.json").write_text(json.dumps(record))
     with_node = LocalCell(cell.state_dir)
     with_node.set_real_node(config.node_record("192.0.2.2", dict(REAL.ports), cell.paths, BIN))

@@ -12,6 +12,7 @@ import pytest
 from kubernetes import client
 from rich.console import Console
 
+from cell.pki import extender_client_context
 from cell.top import top
 from cell.why import fetch_extender_why, why
 
@@ -45,9 +46,10 @@ def namespace(kube_api: client.ApiClient) -> Any:
 
 def test_extender_is_healthy_and_serves_metrics(local_cell: Any) -> None:
     url = (local_cell.state_dir / "extender.url").read_text().strip()
-    with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
+    context = extender_client_context(local_cell.paths.pki_dir)
+    with urllib.request.urlopen(f"{url}/healthz", timeout=5, context=context) as response:
         assert response.status == 200
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5, context=context) as response:
         assert b"cell_extender_cache_objects" in response.read()
 
 
@@ -59,7 +61,9 @@ def test_ordinary_pod_is_scheduled_and_alloc_member_without_alloc_is_explained(
 
     core.create_namespaced_pod(namespace, _pod("orphan", {"cell.distos.dev/alloc": "ghost"}))
     url = (local_cell.state_dir / "extender.url").read_text().strip()
-    record = _wait(lambda: fetch_extender_why(url, namespace, "orphan"), what="the extender's filter decision")
+    context = extender_client_context(local_cell.paths.pki_dir)
+    record = _wait(lambda: fetch_extender_why(url, namespace, "orphan", context=context),
+                   what="the extender's filter decision")
     assert record["feasible"] == []
     reasons = {r for node in record["nodes"].values() for r in node["reasons"]}
     assert reasons == {f"member of alloc {namespace}/ghost, which does not exist"}
