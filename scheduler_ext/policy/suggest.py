@@ -130,8 +130,9 @@ def job_pods(manifest: Manifest, count: int, priority_classes: Mapping[str, int]
     labels = {str(k): str(v) for k, v in _get(manifest, _labels_path(kind)).items()}
     selector = {str(k): str(v) for k, v in (spec.get("nodeSelector") or {}).items()}
     owner = f"{namespace}/{kind}/{name}"
-    if kind == "Pod":
-        return [PodInfo(namespace, name, f"why:{namespace}/{name}", priority, requests, labels, owner, None, selector)]
+    if kind == "Pod":  # its own name, one at most
+        return [PodInfo(namespace, name, f"why:{namespace}/{name}", priority, requests, labels, owner, None,
+                        selector)][:count]
     return [PodInfo(namespace, f"{name}-{i}", f"why:{namespace}/{name}-{i}", priority, requests, labels, owner, None,
                     selector) for i in range(count)]
 

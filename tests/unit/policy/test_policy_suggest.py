@@ -356,3 +356,15 @@ def test_each_suggestion_is_the_smallest_change(case: tuple[dict[str, Any], Quot
 def test_a_ref_of_the_namespace_view_is_the_stored_version() -> None:
     quota_view = view(workloads=[deployment(replicas=1)])
     assert ObjectRef("Deployment", "alice", "web") in quota_view.workloads
+
+
+def test_a_bare_pod_is_one_pod_and_a_finished_one_none() -> None:
+    bare = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "solo", "namespace": "alice"},
+            "spec": {"priorityClassName": "production",
+                     "containers": [{"name": "c", "resources": {"requests": {"cpu": "3", "memory": "1Gi"}}}]}}
+    record = suggest(bare, view(), two_nodes())
+    assert [p.pod for p in record.placement] == ["alice/solo"] and record.admitted is False
+    assert "replicas" not in {s.kind for s in record.suggestions}  # a Pod has no replicas to lower
+    assert {s.kind: dict(s.change) for s in record.suggestions}["requests"] == {"requests": {"cpu": "2"}}
+    done = suggest({**bare, "status": {"phase": "Succeeded"}}, view(), two_nodes())
+    assert done.placement == () and done.admitted is True and done.suggestions == ()
