@@ -4,16 +4,16 @@ Defined once here, so the extender (`GET /why/NS/POD`, from its last filter deci
 (that record, or one computed now over a snapshot) serve and print the same thing: `to_json` is the
 wire and `--format json` shape, `from_json` reads it back, `rows` and `summary` are the text.
 
-Room for more than feasibility: `suggestions` (what would let the pod in: a smaller request, a freed
-node, ...) and `refusals` (what admission refused for the pod's job) are part of the shape, empty
-until something fills them.
+Beyond feasibility: `suggestions` (what would let it in, `policy.suggest`), `refusals` (what quota
+admission said, the webhook's reasons) and, for a job judged from its manifest (`cell why -f`),
+`job`, `admitted` and `placement` (where each of its pods would go, and whom it would preempt).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,13 +25,43 @@ from scheduler_ext.policy.usage import natural_order
 
 @dataclass(frozen=True, slots=True)
 class Suggestion:
-    """A change that would let the pod in, and the nodes where it would."""
+    """A change that would let the job or pod in, and the nodes where its pods would then go.
+
+    `kind` is one of replicas, requests, band, quota, alloc, preempt; `change` says the new values
+    (say {"replicas": 2}); `patch` is the same change as JSON Patch operations on `target` (the job's
+    manifest, or the namespace's BandQuota), so `kubectl patch --type json` or an edit applies it;
+    `victims` are the pods it would preempt (R1/R2), "namespace/name".
+    """
 
     text: str
     nodes: tuple[str, ...] = ()
+    kind: str = ""
+    change: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    target: str = ""
+    patch: tuple[Mapping[str, Any], ...] = field(default=(), hash=False, compare=False)
+    victims: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"text": self.text, "nodes": list(self.nodes)}
+        return {"kind": self.kind, "text": self.text, "change": dict(self.change), "target": self.target,
+                "patch": [dict(op) for op in self.patch], "nodes": list(self.nodes), "victims": list(self.victims)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Suggestion:
+        return cls(str(data.get("text", "")), tuple(data.get("nodes") or ()), str(data.get("kind") or ""),
+                   dict(data.get("change") or {}), str(data.get("target") or ""),
+                   tuple(dict(op) for op in data.get("patch") or ()), tuple(data.get("victims") or ()))
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """Where one pod of a job would go (None: nowhere), and the pods placing it there preempts."""
+
+    pod: str
+    node: str | None
+    victims: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pod": self.pod, "node": self.node, "victims": list(self.victims)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +79,9 @@ class WhyRecord:
     unexamined: tuple[str, ...] = ()
     suggestions: tuple[Suggestion, ...] = ()
     refusals: tuple[str, ...] = ()
+    job: str = ""  # "Deployment alice/web" when judged from a manifest
+    admitted: bool | None = None  # None: admission was not asked (a pod's record)
+    placement: tuple[Placed, ...] = ()
 
     @classmethod
     def of(cls, pod: PodInfo, result: FilterResult, decided_at: float | None = None) -> WhyRecord:
@@ -76,6 +109,9 @@ class WhyRecord:
             "nodes": {name: {"fits": fits, "reasons": list(reasons)} for name, (fits, reasons) in self.nodes().items()},
             "suggestions": [s.to_json() for s in self.suggestions],
             "refusals": list(self.refusals),
+            "job": self.job,
+            "admitted": self.admitted,
+            "placement": [p.to_json() for p in self.placement],
         }
 
     @classmethod
@@ -93,9 +129,12 @@ class WhyRecord:
             verdicts=tuple(examined.values()),
             feasible=tuple(data.get("feasible") or ()),
             unexamined=tuple(name for name, v in nodes.items() if v.get("fits") is None),
-            suggestions=tuple(Suggestion(str(s.get("text", "")), tuple(s.get("nodes") or ()))
-                              for s in data.get("suggestions") or ()),
+            suggestions=tuple(Suggestion.from_json(s) for s in data.get("suggestions") or ()),
             refusals=tuple(str(r) for r in data.get("refusals") or ()),
+            job=str(data.get("job") or ""),
+            admitted=data.get("admitted") if isinstance(data.get("admitted"), bool) else None,
+            placement=tuple(Placed(str(p.get("pod", "")), p.get("node") or None, tuple(p.get("victims") or ()))
+                            for p in data.get("placement") or ()),
         )
 
     # --- the text -----------------------------------------------------------------------------------
@@ -112,17 +151,41 @@ class WhyRecord:
         counts = ", ".join(f"{count} node(s): {reason}" for reason, count in failed.most_common())
         return f"{len(self.feasible)} of {len(nodes)} node(s) feasible" + (f"; {counts}" if counts else "")
 
+    def placement_summary(self) -> str | None:
+        """"3 of 4 pod(s) placed: node-1 x2, node-2 x1; 1 preemption(s)" (None: no placement judged)."""
+        if not self.placement:
+            return None
+        counts = Counter(p.node for p in self.placement if p.node is not None)
+        where = ", ".join(f"{node} x{counts[node]}" for node in sorted(counts, key=natural_order))
+        victims = [v for p in self.placement for v in p.victims]
+        return (f"{sum(counts.values())} of {len(self.placement)} pod(s) placed" + (f": {where}" if where else "")
+                + (f"; preempting {len(victims)} pod(s): {some(victims)}" if victims else ""))
+
     def notes(self) -> list[str]:
-        """What follows the summary: the suggestions, then the refusals."""
-        return [*(f"would let it in: {s.text}" + (f" (on {', '.join(s.nodes)})" if s.nodes else "")
-                  for s in self.suggestions),
-                *(f"refused at admission: {refusal}" for refusal in self.refusals)]
+        """What follows the summary: the job's admission and placement, the refusals, the suggestions."""
+        head = []
+        if self.admitted is not None:
+            head.append(f"{self.job or self.pod}: " + ("admitted by quota" if self.admitted else "refused by quota"))
+        placement = self.placement_summary()
+        if placement:
+            head.append(f"placement: {placement}")
+        return [*head,
+                *(f"refused at admission: {refusal}" for refusal in self.refusals),
+                *(f"would let it in: {s.text}" + (f" (on {some(s.nodes)})" if s.nodes else "")
+                  for s in self.suggestions)]
 
     def text(self) -> str:
         """The record as plain lines: one per node (name, fits, reasons), the summary, the notes."""
         marks = {True: "yes", False: "no", None: "-"}
         rows = [f"{name}\t{marks[fits]}\t{reasons}" for name, fits, reasons in self.rows()]
         return "\n".join([*rows, self.summary(), *self.notes()]) + "\n"
+
+
+def some(names: Iterable[str], shown: int = 6) -> str:
+    """"a, b, c and 4 more": long lists of nodes or victims in a line a person reads."""
+    names = list(names)
+    head = ", ".join(names[:shown])
+    return head + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def explain(snapshot: CellSnapshot, pod: PodInfo, node_names: Iterable[str] | None = None) -> WhyRecord:

@@ -40,7 +40,8 @@ def test_json_round_trip_keeps_every_part_and_leaves_room_for_suggestions() -> N
     data = json.loads(json.dumps(record.to_json()))
     assert data["decidedAt"] == "2023-11-14T22:13:20+00:00"
     assert data["unexamined"] == len(record.unexamined) == 2 and len(data["nodes"]) == 3
-    assert data["suggestions"] == [{"text": "ask for cpu 1 less", "nodes": ["node-2"]}]
+    assert data["suggestions"] == [{"kind": "", "text": "ask for cpu 1 less", "change": {}, "target": "", "patch": [],
+                                    "nodes": ["node-2"], "victims": []}]
     back = WhyRecord.from_json(data)
     assert back.to_json() == data and back.text() == record.text()
     text = record.text()
