@@ -123,16 +123,27 @@ def _without(snapshot: CellSnapshot, names: list[str]) -> CellSnapshot:
     return CellSnapshot({name: node for name, node in snapshot.nodes.items() if name not in gone}, snapshot.allocs)
 
 
-def _list(raw: RawClient, resource: names.Resource, namespace: str | None = None) -> list[dict[str, Any]]:
-    """Every object of a resource (in one namespace, if given), as plain dicts; none if not served."""
+def _get(raw: RawClient, path: str, what: str, missing: str | None) -> dict[str, Any] | None:
+    """GET `path`; None when it does not exist and `missing` is None, else CellError(`missing`).
+    Every other failure is one line naming `what` (e.g. "read pod ns/p")."""
     try:
-        listed = raw.get(resource.object_path(namespace) if namespace else resource.path, timeout=30)
+        return raw.get(path, timeout=30)
     except APINotFoundError:
-        return []  # the CRD is not installed
+        if missing is None:
+            return None
+        raise CellError(missing) from None
     except APIError as exc:
-        raise CellError(f"cannot list {resource.plural}: {exc.status} {exc.reason}") from None
+        raise CellError(f"cannot {what}: {exc.status} {exc.reason}") from None
     except Exception as exc:
         raise CellError(f"cluster unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+
+
+def _list(raw: RawClient, resource: names.Resource, namespace: str | None = None) -> list[dict[str, Any]]:
+    """Every object of a resource (in one namespace, if given), as plain dicts; none if not served."""
+    listed = _get(raw, resource.object_path(namespace) if namespace else resource.path, f"list {resource.plural}",
+                  None)  # None: the CRD is not installed
+    if listed is None:
+        return []
     items: list[dict[str, Any]] = listed.get("items") or []
     # A list's items carry neither kind nor apiVersion: the caches read both.
     return [{"apiVersion": resource.api_version, "kind": resource.kind, **item} for item in items]
@@ -142,15 +153,9 @@ def quota_view(api: client.ApiClient, namespace: str) -> QuotaView:
     """The namespace as the webhook sees it: its workloads, its BandQuota, the cell's other BandQuotas,
     the PriorityClasses and the largest node, through the webhook's own cache fed with one listing."""
     raw = RawClient(api)
-    try:
-        labels = (raw.get(names.NAMESPACES.object_path(name=namespace), timeout=30).get("metadata") or {}).get(
-            "labels") or {}
-    except APINotFoundError:
-        raise CellError(f"namespace {namespace} does not exist") from None
-    except APIError as exc:
-        raise CellError(f"cannot read namespace {namespace}: {exc.status} {exc.reason}") from None
-    except Exception as exc:
-        raise CellError(f"cluster unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    found = _get(raw, names.NAMESPACES.object_path(name=namespace), f"read namespace {namespace}",
+                 f"namespace {namespace} does not exist") or {}
+    labels = (found.get("metadata") or {}).get("labels") or {}
     cache = QuotaCache()
     for resource in (names.PRIORITY_CLASSES, names.NODES, names.BANDQUOTAS):
         cache.replace(resource, _list(raw, resource))
@@ -249,14 +254,8 @@ def why(namespace: str, pod: str, kubeconfig: Path, state_dir: Path | None = Non
     """Print why NAMESPACE/POD is where it is (or nowhere); return the record printed."""
     console = console or Console()
     api = api_client(kubeconfig)
-    try:
-        manifest = RawClient(api).get(names.PODS.object_path(namespace, pod), timeout=30)
-    except APINotFoundError:
-        raise CellError(f"pod {namespace}/{pod} not found") from None
-    except APIError as exc:
-        raise CellError(f"cannot read pod {namespace}/{pod}: {exc.status} {exc.reason}") from None
-    except Exception as exc:
-        raise CellError(f"cluster unreachable: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    manifest = _get(RawClient(api), names.PODS.object_path(namespace, pod), f"read pod {namespace}/{pod}",
+                    f"pod {namespace}/{pod} not found") or {}
     try:
         info = PodInfo.from_manifest(manifest)
     except ValueError as exc:
