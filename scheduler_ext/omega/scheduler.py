@@ -150,6 +150,12 @@ class View:
                         log.warning("Alloc %s ignored: %s", key, exc)
         self.changed.set()
 
+    def put_ledger(self, ledger: Ledger) -> None:
+        """A ledger read or written by this scheduler itself: newer than the watch may have shown yet."""
+        with self._lock:
+            self.ledgers[ledger.node] = ledger
+        self.changed.set()
+
     # --- reads ----------------------------------------------------------------------------------------
     def bound_on(self, node: str) -> list[PodInfo]:
         with self._lock:
@@ -264,7 +270,18 @@ class OmegaScheduler:
         return min(ready, key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"]))
 
     # --- one attempt -------------------------------------------------------------------------------------------
-    def attempt(self, manifest: dict[str, Any]) -> None:
+    def attempt(self, manifest: dict[str, Any]) -> bool:
+        """Plan on a fresh copy, think for the decision time, commit; True if the pod was bound."""
+        plan = self.plan(manifest)
+        if plan is None:
+            return False
+        if self.options.decision_time:
+            self.stop.wait(self.options.decision_time)
+        return self.commit(manifest, *plan)
+
+    def plan(self, manifest: dict[str, Any]) -> tuple[PodInfo, str, Ledger] | None:
+        """The pod, the node chosen on a fresh copy and that node's ledger as the copy read it (None:
+        it fits nowhere, said in an Event once per reason)."""
         uid = manifest["metadata"]["uid"]
         pod = PodInfo.from_manifest(manifest)
         self._attempts[uid] = self._attempts.get(uid, 0) + 1
@@ -278,10 +295,8 @@ class OmegaScheduler:
                 self._said[uid] = message
                 self._record(manifest, records.FAILED, message, warning=True)
             self._not_before[uid] = self.clock() + NO_FIT_BACKOFF
-            return
-        if self.options.decision_time:
-            self.stop.wait(self.options.decision_time)
-        self.commit(manifest, pod, decision.node, ledgers[decision.node])
+            return None
+        return pod, decision.node, ledgers[decision.node]
 
     def commit(self, manifest: dict[str, Any], pod: PodInfo, node: str, ledger: Ledger) -> bool:
         """Commit `pod` to `node` as a transaction on the ledger read with the copy; True if bound."""
@@ -293,11 +308,13 @@ class OmegaScheduler:
                 stored = self._write(ledger.committed(claim, (p.uid for p in bound), self.clock()))
             except APIConflictError:
                 fresh = self._read_ledger(node)
+                self.view.put_ledger(fresh)
                 retry = self._on_conflict(manifest, pod, node, ledger, fresh)
                 if retry:
                     ledger = fresh
                     continue
                 return False
+            self.view.put_ledger(stored)
             break
         else:
             return False
@@ -379,7 +396,7 @@ class OmegaScheduler:
     def _release(self, uid: str, ledger: Ledger) -> None:
         for _ in range(MAX_TRIES):
             try:
-                self._write(ledger.released(uid))
+                self.view.put_ledger(self._write(ledger.released(uid)))
                 return
             except APIConflictError:
                 ledger = self._read_ledger(ledger.node)
