@@ -1,9 +1,9 @@
 """A live Omega scheduler (Schwarzkopf et al., EuroSys 2013) for the pods of one `schedulerName`.
 
 Each scheduler keeps its private copy of the cell from watches (nodes, bound pods, Allocs, the
-ledgers), places one pod at a time on that copy with the policy core's `Scheduler` (Borg's
-feasibility and scoring, as the extender), waits its decision time (Omega's t_job: the copy ages
-while others commit), then commits as a transaction:
+ledgers), places one pod at a time (per namespace) on a fresh copy with the policy core's
+`Scheduler` (Borg's feasibility and scoring, as the extender), waits its decision time (Omega's
+t_job: the copy ages while others commit), then commits as a transaction:
 
 1. PUT the node's ledger with the claim added, under the resourceVersion of the copy. A 409 means
    another scheduler committed to that node since: a conflict. Fine-grained (default): re-read the
@@ -48,6 +48,10 @@ ACTIVE_BOUND = "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"
 FINE, COARSE = "fine", "coarse"
 MAX_TRIES = 10  # commits of one attempt before the pod goes back to the queue
 NO_FIT_BACKOFF = 5.0  # seconds before a pod that fits nowhere is tried again
+# One attempt at a time per namespace (a student's pods in order), namespaces side by side: a class
+# sharing two schedulers does not queue behind each other's decision times. Attempts in different
+# namespaces conflict on a ledger like any two schedulers do.
+MAX_WORKERS = 16
 
 
 @dataclass(frozen=True)
@@ -246,10 +250,15 @@ class OmegaScheduler:
                     return
         log.info("%s: synced (%d nodes); scheduling", self.name, len(self.view.nodes))
         last_scan = 0.0
+        workers: dict[str, threading.Thread] = {}  # namespace -> the attempt under way there
         while not self.stop.is_set():
-            manifest = self._next()
+            workers = {ns: worker for ns, worker in workers.items() if worker.is_alive()}
+            manifest = self._next(set(workers)) if len(workers) < MAX_WORKERS else None
             if manifest is not None:
-                self.attempt(manifest)
+                worker = threading.Thread(target=self._attempt_logged, args=(manifest,), daemon=True,
+                                          name=f"omega-{manifest['metadata']['namespace']}")
+                workers[manifest["metadata"]["namespace"]] = worker
+                worker.start()
             elif self.clock() - last_scan > 2.0:
                 self.scan_overcommit()
                 last_scan = self.clock()
@@ -257,14 +266,25 @@ class OmegaScheduler:
                 self.view.changed.wait(0.2)
                 self.view.changed.clear()
 
+    def _attempt_logged(self, manifest: dict[str, Any]) -> None:
+        try:
+            self.attempt(manifest)
+        except Exception:  # an API error mid-commit: the pod stays pending and is tried again
+            log.exception("%s: attempt on %s/%s failed", self.name, manifest["metadata"].get("namespace"),
+                          manifest["metadata"].get("name"))
+            self._not_before[manifest["metadata"]["uid"]] = self.clock() + NO_FIT_BACKOFF
+        finally:
+            self.view.changed.set()  # the loop may hand this namespace its next pod
+
     # --- the queue -----------------------------------------------------------------------------------------
-    def _next(self) -> dict[str, Any] | None:
+    def _next(self, busy: frozenset[str] | set[str] = frozenset()) -> dict[str, Any] | None:
+        """The oldest pending pod that may be tried now, of a namespace with no attempt under way."""
         now = self.clock()
         with self.view._lock:
             pending = list(self.view.pending.values())
         self.metrics.pending.labels(self.name).set(len(pending))
         ready = [p for p in pending if self._not_before.get(p["metadata"]["uid"], 0.0) <= now
-                 and p["metadata"]["uid"] not in self._placed]
+                 and p["metadata"]["uid"] not in self._placed and p["metadata"].get("namespace") not in busy]
         if not ready:
             return None
         return min(ready, key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"]))
