@@ -295,6 +295,8 @@ class OmegaScheduler:
         plan = self.plan(manifest)
         if plan is None:
             return False
+        log.info("%s: %s planned on %s (ledger at resourceVersion %s); committing in %.1f s", self.name, plan[0].key,
+                 plan[1], plan[2].resource_version or "none", self.options.decision_time)
         if self.options.decision_time:
             self.stop.wait(self.options.decision_time)
         return self.commit(manifest, *plan)
