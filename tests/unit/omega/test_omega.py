@@ -4,10 +4,13 @@ through a fake API server that enforces resourceVersion preconditions as the rea
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from typer.testing import CliRunner
 
+from cell.cli.main import app
 from scheduler_ext.kube.client import RawClient
 from scheduler_ext.omega import records
 from scheduler_ext.omega.__main__ import main
@@ -195,3 +198,9 @@ def test_bad_arguments_exit_with_one_line(argv: list[str], message: str, capsys:
         main(argv)
     assert exited.value.code == 2
     assert capsys.readouterr().err.strip().endswith(message)
+
+
+def test_cell_omega_hands_the_cells_kubeconfig_to_the_scheduler(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["omega", "--scheduler-name", "omega-a", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert f"--kubeconfig {tmp_path}/admin.kubeconfig: no such file" in result.output
