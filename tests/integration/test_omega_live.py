@@ -43,6 +43,12 @@ def bound(core: client.CoreV1Api, namespace: str, *names: str) -> dict[str, str]
     return nodes if all(nodes.values()) else None
 
 
+def placed_by_omega(core: client.CoreV1Api, namespace: str, *names: str) -> dict[str, str] | None:
+    """Where the pods are, once each is bound and its Scheduled Event is recorded."""
+    nodes = bound(core, namespace, *names)
+    return nodes if nodes and all(events(core, namespace, n, records.SCHEDULED) for n in names) else None
+
+
 def events(core: client.CoreV1Api, namespace: str, name: str, reason: str) -> list[str]:
     found = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name},reason={reason}")
     return [e.message for e in found.items]
@@ -85,7 +91,7 @@ def test_two_schedulers_race_for_the_last_room_and_the_loser_is_retried(
                           extra=("--namespace", namespace)) as schedulers:
         for scheduler, name in zip(names, ("a", "b"), strict=True):
             core.create_namespaced_pod(namespace, pod(name, "4", namespace, scheduler))
-        placed = wait_for(lambda: bound(core, namespace, "a", "b"), 60, what="a and b bound")
+        placed = wait_for(lambda: placed_by_omega(core, namespace, "a", "b"), 60, what="a and b placed")
         conflicts = sum(one.metric("cell_omega_conflicts_total") for one in schedulers.values())
         retries = sum(one.metric("cell_omega_retries_total") for one in schedulers.values())
     assert sorted(placed.values()) == sorted([full, spare]), placed
@@ -122,7 +128,7 @@ def test_a_pod_kube_scheduler_binds_behind_the_ledger_is_caught_before_binding(
         # While omega decides (3 s), kube-scheduler takes full's last room: no ledger hears of it.
         core.create_namespaced_pod(namespace, pod("k", "4", namespace, node=full))
         wait_for(lambda: bound(core, namespace, "k"), 30, what="k bound by kube-scheduler")
-        placed = wait_for(lambda: bound(core, namespace, "o"), 60, what="o bound")
+        placed = wait_for(lambda: placed_by_omega(core, namespace, "o"), 60, what="o placed")
         unledgered = schedulers[name].metric("cell_omega_conflicts_total")
     assert placed == {"o": spare}
     refused = events(core, namespace, "o", records.CONFLICT)
