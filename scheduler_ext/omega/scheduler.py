@@ -382,8 +382,8 @@ class OmegaScheduler:
         self._record(manifest, records.CONFLICT, records.ledger_conflict(
             self.name, node, f"{self.options.ledger_namespace}/{ledger_name(node)}", read.resource_version,
             fresh.resource_version, fresh.last_commit, then), warning=True)
-        log.info("%s: conflict committing %s to %s (rv %s -> %s); %s", self.name, pod.key, node,
-                 read.resource_version, fresh.resource_version, "retrying" if retry else "planning again")
+        log.info("%s: conflict committing %s to %s (resourceVersion %s -> %s); %s", self.name, pod.key, node,
+                 read.resource_version or "none", fresh.resource_version, "retrying" if retry else "planning again")
         return retry
 
     def _check(self, pod: PodInfo, node: str, ledger: Ledger, bound: list[PodInfo] | None = None) -> Verdict | None:

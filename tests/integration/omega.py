@@ -7,11 +7,14 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubernetes import client
+
+from scheduler_ext.omega.ledger import LEDGER_LABEL, LEDGER_NAMESPACE, Ledger
 from tests.integration.helpers import wait_for
 
 
@@ -69,3 +72,19 @@ def omega_schedulers(kubeconfig: Path, names: list[str], log_dir: Path, decision
             except subprocess.TimeoutExpired:
                 one.process.kill()
                 one.process.wait(timeout=10)
+
+
+def remove_ledgers(api: client.ApiClient, made_by: Callable[[str], bool]) -> None:
+    """Delete the ledgers whose every claim is of a pod in a namespace `made_by` accepts (a test's), each
+    under its resourceVersion, so a commit that lands meanwhile keeps its ledger."""
+    core = client.CoreV1Api(api)
+    listed = core.list_namespaced_config_map(LEDGER_NAMESPACE, label_selector=f"{LEDGER_LABEL}=true")
+    for item in listed.items:
+        ledger = Ledger.from_manifest(api.sanitize_for_serialization(item))
+        if all(made_by(claim.pod.partition("/")[0]) for claim in ledger.claims.values()):
+            try:
+                core.delete_namespaced_config_map(item.metadata.name, LEDGER_NAMESPACE, body=client.V1DeleteOptions(
+                    preconditions=client.V1Preconditions(resource_version=item.metadata.resource_version)))
+            except client.ApiException as exc:
+                if exc.status not in (404, 409):
+                    raise

@@ -29,7 +29,7 @@ from cell.grading.plugin import run_checks
 from cell.grading.report import ClassReport
 from cell.kube import find_kubectl
 from cell.localcell.supervisor import LocalCell
-from tests.integration.omega import omega_schedulers
+from tests.integration.omega import omega_schedulers, remove_ledgers
 from tests.reference import catalog
 from tests.reference.apply import apply_reference
 
@@ -78,9 +78,11 @@ def _setup(experience: str, state_dir: Path) -> tuple[list[Student], ClassReport
 
 @pytest.fixture(scope="module", autouse=True)
 def _omega_schedulers(local_cell: LocalCell, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """exp4-omega's two schedulers, run as the handout has the instructor run them (idle otherwise)."""
+    """exp4-omega's two schedulers, run as the handout has the instructor run them (idle otherwise); the
+    ledgers that only this module's students used leave with them."""
     with omega_schedulers(local_cell.kubeconfig, ["omega-a", "omega-b"], tmp_path_factory.mktemp("omega")):
         yield
+    remove_ledgers(local_cell.api(), lambda namespace: namespace.startswith(f"{PREFIX['exp4-omega']}-"))
 
 
 @pytest.fixture(scope="module", autouse=True)
