@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from cell.cli import cloud, experience, grade, localcell, sim, students, top, why
+from cell.cli import cloud, experience, grade, localcell, omega, sim, students, top, why
 from cell.cli.options import err
 from cell.errors import CellError
 
@@ -46,6 +46,7 @@ app.add_typer(students.students_app, name="students")
 why.register(app)
 top.register(app)
 app.add_typer(sim.sim_app, name="sim")
+omega.register(app)
 
 
 def main() -> None:

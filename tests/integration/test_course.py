@@ -2,7 +2,7 @@
 full marks, each typical mistake costing exactly its task, nothing submitted scoring 0 with reasons,
 grading repeatable and changing nothing but the declared self-healing check.
 
-Each experience gets its own students (prefixed c1, c2, c3, c5), onboarded with `cell students add` and
+Each experience gets its own students (prefixed c1 ... c5), onboarded with `cell students add` and
 given the experience with `--student`, so the shared cell's other students are not touched.
 """
 
@@ -29,12 +29,14 @@ from cell.grading.plugin import run_checks
 from cell.grading.report import ClassReport
 from cell.kube import find_kubectl
 from cell.localcell.supervisor import LocalCell
+from tests.integration.omega import omega_schedulers, remove_ledgers
 from tests.reference import catalog
 from tests.reference.apply import apply_reference
 
 pytestmark = pytest.mark.cluster
 
-PREFIX = {"exp1-orchestration": "c1", "exp2-borg": "c2", "exp3-failures": "c3", "exp5-borg-evaluation": "c5"}
+PREFIX = {"exp1-orchestration": "c1", "exp2-borg": "c2", "exp3-failures": "c3", "exp4-omega": "c4",
+          "exp5-borg-evaluation": "c5"}
 
 
 def cell_cli(local_cell: LocalCell, *args: str) -> subprocess.CompletedProcess[str]:
@@ -72,6 +74,15 @@ def _setup(experience: str, state_dir: Path) -> tuple[list[Student], ClassReport
         list(pool.map(hand_in, students.items()))
     roster = [Student(name, name) for name in students]
     return roster, run_checks(find_experience(experience), roster, api)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _omega_schedulers(local_cell: LocalCell, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """exp4-omega's two schedulers, run as the handout has the instructor run them (idle otherwise); the
+    ledgers that only this module's students used leave with them."""
+    with omega_schedulers(local_cell.kubeconfig, ["omega-a", "omega-b"], tmp_path_factory.mktemp("omega")):
+        yield
+    remove_ledgers(local_cell.api(), lambda namespace: namespace.startswith(f"{PREFIX['exp4-omega']}-"))
 
 
 @pytest.fixture(scope="module", autouse=True)

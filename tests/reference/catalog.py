@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shlex
 import subprocess
 import sys
 import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +34,10 @@ from scheduler_ext.policy.resources import ZERO, Resources
 from scheduler_ext.policy.workloads import charge_of, usage_by_band
 
 HERE = Path(__file__).resolve().parent
-EXPERIENCES = ("exp1-orchestration", "exp2-borg", "exp3-failures", "exp5-borg-evaluation")
+EXPERIENCES = ("exp1-orchestration", "exp2-borg", "exp3-failures", "exp4-omega", "exp5-borg-evaluation")
 Manifest = dict[str, Any]
 API_POD = Resources.parse({"cpu": "500m", "memory": "256Mi"})
+RACE_SCHEDULERS = {"race-a": "omega-a", "race-b": "omega-b"}  # exp4-omega's race: pod -> its scheduler
 # Kinds whose objects BandQuota charges (scheduler_ext.policy.workloads.CHARGED_KINDS).
 CHARGED_KINDS = ("Pod", "Deployment", "ReplicaSet", "StatefulSet", "Job", "CronJob", "Alloc")
 
@@ -150,6 +153,17 @@ MISTAKES: tuple[Mistake, ...] = (
                 spec={"minAvailable": 3, "selector": {"matchLabels": {"app": "store"}}})),
     Mistake("exp3-failures", "ledger-unprotected", 5, "no PodDisruptionBudget for ledger (its eviction succeeds)",
             lambda m: _drop(m, "PodDisruptionBudget", "ledger")),
+    # exp4-omega
+    Mistake("exp4-omega", "steady-default-scheduler", 1, "Deployment steady without schedulerName (kube-scheduler)",
+            lambda m: _template(m, "Deployment", "steady").pop("schedulerName")),
+    Mistake("exp4-omega", "race-wrong-band", 2, "race-b in the production band",
+            lambda m: find(m, "Pod", "race-b")["spec"].update(priorityClassName="production")),
+    Mistake("exp4-omega", "loser-as-scheduler", 3, "answers names the losing scheduler, not its pod",
+            lambda m: _answers(m).update(loser=RACE_SCHEDULERS.get(_answers(m)["loser"], ""))),
+    Mistake("exp4-omega", "ledger-sees-kube-scheduler", 4, "answers says the ledger refuses kube-scheduler's pods",
+            lambda m: _answers(m).update({"kube-scheduler-conflict": "refused-by-ledger"})),
+    Mistake("exp4-omega", "coarse-retry", 5, "answers says the loser kept its node by coarse-grained detection",
+            lambda m: _answers(m).update({"why-same-node": "coarse-grained"})),
     # exp5-borg-evaluation
     Mistake("exp5-borg-evaluation", "prod-cell-as-p90", 1, "shared-p90 read off the prod cell of -e segregate",
             lambda m: _compaction(m).update({"shared-p90": str(_experiment("segregate")["parts"][0]["p90"])})),
@@ -355,6 +369,70 @@ def solve_exp3(backend: Backend, mistake_: Mistake | None, images: dict[str, str
     return final
 
 
+def _answers(manifests: list[Manifest]) -> dict[str, str]:
+    data: dict[str, str] = find(manifests, "ConfigMap", "answers")["data"]
+    return data
+
+
+def _race_node(backend: Backend) -> str:
+    """A node any pod may use (no taint that keeps pods off, not cordoned); the class's races spread
+    over the nodes by namespace, so that most pairs race only each other."""
+    free = sorted(n["metadata"]["name"] for n in backend.list("Node")
+                  if not (n.get("spec") or {}).get("unschedulable")
+                  and not any(t.get("effect") in ("NoSchedule", "NoExecute")
+                              for t in (n.get("spec") or {}).get("taints") or []))
+    if not free:
+        raise SolutionError("no node without taints to race on")
+    return free[zlib.crc32(backend.namespace.encode()) % len(free)]
+
+
+def _events(backend: Backend, pod: Manifest | None, reason: str) -> list[Manifest]:
+    uid = ((pod or {}).get("metadata") or {}).get("uid")
+    return [e for e in backend.list("Event") if e.get("reason") == reason
+            and (e.get("involvedObject") or {}).get("uid") == uid]
+
+
+def _placed_by_omega(backend: Backend, name: str) -> bool:
+    pod = backend.get("Pod", name)
+    return bool(pod and (pod.get("spec") or {}).get("nodeName") and _events(backend, pod, "Scheduled"))
+
+
+def solve_exp4(backend: Backend, mistake_: Mistake | None, images: dict[str, str] | None,
+               timeout: float) -> list[Manifest]:
+    """steady first; once it runs, both race pods in one apply (both schedulers idle for this namespace,
+    so both copy the cell before either commits); then the answers, read from the race pods' Events."""
+    node = _race_node(backend)
+
+    def on_node(manifests: list[Manifest]) -> None:
+        for name in RACE_SCHEDULERS:
+            find(manifests, "Pod", name)["spec"]["nodeSelector"]["kubernetes.io/hostname"] = node
+
+    first = _manifests("exp4-omega", mistake_, images, on_node)
+    _must_apply(backend, _pick(first, "Deployment", "steady"), mistake_)
+    backend.wait_for("Deployment steady available", lambda: _available(backend, "steady") >= 2, timeout)
+    _must_apply(backend, [*_pick(first, "Pod", "race-a"), *_pick(first, "Pod", "race-b")], mistake_)
+    backend.wait_for("race-a and race-b placed", lambda: all(_placed_by_omega(backend, n) for n in RACE_SCHEDULERS),
+                     timeout)
+    pods = {name: backend.get("Pod", name) for name in RACE_SCHEDULERS}
+    losers = [name for name, pod in pods.items() if _events(backend, pod, "OmegaConflict")]
+    if not losers:
+        raise SolutionError(f"{backend.namespace}: omega-a and omega-b did not conflict over {node}: are both "
+                            "running, with a decision time?")
+    loser = losers[0]
+    placed = " ".join(e.get("message") or "" for e in _events(backend, pods[loser], "Scheduled"))
+    attempt = re.search(r"\battempt (\d+)\b", placed)
+    if attempt is None:
+        raise SolutionError(f"{backend.namespace}: {loser}'s Scheduled Event names no attempt: {placed!r}")
+
+    def fill(manifests: list[Manifest]) -> None:
+        on_node(manifests)
+        _answers(manifests).update({"loser": loser, "loser-attempts": attempt.group(1)})
+
+    final = _manifests("exp4-omega", mistake_, images, fill)
+    _must_apply(backend, _pick(final, "ConfigMap", "answers"), mistake_)
+    return final
+
+
 def lab_command(experience: str = "exp5-borg-evaluation") -> list[str]:
     """The handout's compaction, as the experience's ConfigMap gives it to students (key lab-command)."""
     kustomization = yaml.safe_load((experiences_dir() / experience / "kustomization.yaml").read_text())
@@ -418,6 +496,7 @@ RECIPES: dict[str, Callable[[Backend, Mistake | None, dict[str, str] | None, flo
     "exp1-orchestration": solve_exp1,
     "exp2-borg": solve_exp2,
     "exp3-failures": solve_exp3,
+    "exp4-omega": solve_exp4,
     "exp5-borg-evaluation": solve_exp5,
 }
 

@@ -25,6 +25,7 @@ from cell.catalog import experiences_dir
 from cell.grading import ClusterView
 from cell.grading.view import KINDS
 from cell.localcell.topology import kwok_node_manifest
+from scheduler_ext.omega import records
 from scheduler_ext.policy.model import ALLOC_LABEL
 from scheduler_ext.policy.quota import DEFAULT_STUDENT_BANDS, admit_charge, band_quota_of, used_status
 from scheduler_ext.policy.workloads import charge_of, usage_by_band
@@ -180,6 +181,9 @@ class FakeCell:
                 self._allocs(namespace)
                 for deployment in self._in(namespace, "Deployment"):
                     self._deployment(deployment)
+                if self._omega(namespace):
+                    for deployment in self._in(namespace, "Deployment"):
+                        self._deployment(deployment)  # their pods' readiness changed
                 for job in self._in(namespace, "Job"):
                     job["status"] = {"succeeded": job["spec"].get("completions", 1),
                                      "conditions": [{"type": "Complete", "status": "True"}]}
@@ -213,7 +217,38 @@ class FakeCell:
             alloc["status"] = {"phase": "Reserved" if len(chosen) == spec.get("count", 1) else "PartiallyReserved",
                                "instances": [{"index": i, "node": n} for i, n in enumerate(chosen)], "message": ""}
 
+    def _omega(self, namespace: str) -> bool:
+        """Cell's live Omega schedulers (scheduler_ext.omega), played: pending pods of an omega-* scheduler
+        are bound to the node their nodeSelector names (else node-1), with the Events the real ones
+        record. Within one apply, a scheduler committing to a node another scheduler just committed to
+        gets the ledger's 409 first, and (the pod still fitting) is retried there: fine-grained."""
+        committed: dict[str, str] = {}  # node -> the scheduler that committed to it in this round
+        for pod in self._in(namespace, "Pod"):
+            spec = pod["spec"]
+            scheduler = spec.get("schedulerName") or ""
+            if not scheduler.startswith("omega-") or spec.get("nodeName"):
+                continue
+            node = (spec.get("nodeSelector") or {}).get("kubernetes.io/hostname") or self._node_names()[0]
+            conflicts = int(committed.get(node, scheduler) != scheduler)
+            if conflicts:
+                self._event(pod, records.CONFLICT, records.ledger_conflict(
+                    scheduler, node, f"cell-system/omega-{node}", "41", "42", f"{committed[node]} placed a pod",
+                    records.still_fits(node, 2)), scheduler)
+            committed[node] = scheduler
+            spec["nodeName"] = node
+            pod["status"] = {"phase": "Running", "podIP": f"10.244.1.{next(self._uids) % 250}",
+                             "conditions": [{"type": "Ready", "status": "True"}]}
+            self._event(pod, records.SCHEDULED, records.scheduled(
+                namespace, pod["metadata"]["name"], node, scheduler, 1 + conflicts, conflicts), scheduler)
+        return bool(committed)
+
+    def _event(self, pod: Manifest, reason: str, message: str, scheduler: str) -> None:
+        event = records.event(pod, reason, message, scheduler, warning=reason != records.SCHEDULED)
+        self._store(event)
+
     def _place(self, namespace: str, template: Manifest, index: int) -> str | None:
+        if (template["spec"].get("schedulerName") or "").startswith("omega-"):
+            return None  # _omega binds it
         alloc_name = (template["metadata"].get("labels") or {}).get(ALLOC_LABEL)
         if alloc_name:
             alloc = self.objects.get(("Alloc", namespace, alloc_name))

@@ -20,7 +20,7 @@ from cell.kube import find_kubectl
 from cell.names import EXPERIENCE_LABEL
 from tests.reference import catalog
 
-EXPERIENCES = ["exp1-orchestration", "exp2-borg", "exp3-failures", "exp5-borg-evaluation"]
+EXPERIENCES = ["exp1-orchestration", "exp2-borg", "exp3-failures", "exp4-omega", "exp5-borg-evaluation"]
 # SPEC §8: tasks and points of exp1 and exp2 are part of the contract.
 SPEC_POINTS = {"exp1-orchestration": {1: 2, 2: 2, 3: 2, 4: 2, 5: 2}, "exp2-borg": {1: 3, 2: 3, 3: 2, 4: 2}}
 
