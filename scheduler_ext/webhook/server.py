@@ -9,11 +9,8 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from scheduler_ext.policy.workloads import CHARGED_KINDS
 from scheduler_ext.webhook.admission import QuotaAdmission
 from scheduler_ext.webhook.wire import decode_review, encode_response
-
-WHY_HINT = "`cell why -f MANIFEST` shows the smallest changes that would let it in"
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +47,7 @@ def make_app(admission: QuotaAdmission) -> web.Application:
         decisions.labels(kind, str(allowed).lower()).inc()
         if not allowed:
             log.info("denied %s %s %s/%s: %s", req.operation, kind, req.namespace, req.name, message)
-        # A job quota refused: where to find what would let it in (a warning: the message stays Q2's line).
-        refused_job = not allowed and (req.kind.group, req.kind.kind) in CHARGED_KINDS and "BandQuota" in message
-        hint = [WHY_HINT] if refused_job else None
-        return web.Response(body=encode_response(req.uid, allowed, message, hint), content_type="application/json")
+        return web.Response(body=encode_response(req.uid, allowed, message), content_type="application/json")
 
     async def healthz(_: web.Request) -> web.Response:
         cache = admission.cache

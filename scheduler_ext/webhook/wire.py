@@ -76,9 +76,7 @@ def decode_review(body: bytes) -> AdmissionReview:
     return _decoder.decode(body)
 
 
-def encode_response(uid: str, allowed: bool, message: str, warnings: list[str] | None = None) -> bytes:
-    """The reply; a denial carries 403 Forbidden and the one-line message kubectl prints (warnings:
-    lines kubectl prints as "Warning: ...", apart from the message)."""
+def encode_response(uid: str, allowed: bool, message: str) -> bytes:
+    """The reply; a denial carries 403 Forbidden and the one-line message kubectl prints."""
     status = None if allowed else Status(code=403, message=message, reason="Forbidden")
-    return _encoder.encode(AdmissionReviewResponse(AdmissionResponse(uid=uid, allowed=allowed, status=status,
-                                                                     warnings=warnings or [])))
+    return _encoder.encode(AdmissionReviewResponse(AdmissionResponse(uid=uid, allowed=allowed, status=status)))

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from scheduler_ext.policy.workloads import ObjectRef, charge_of, usage_by_band, workload_of
 from scheduler_ext.webhook.admission import QuotaAdmission
 from scheduler_ext.webhook.cache import BAND_QUOTAS, CHARGED, NODES, QuotaCache, Resource
-from scheduler_ext.webhook.server import WHY_HINT, make_app
+from scheduler_ext.webhook.server import make_app
 from scheduler_ext.webhook.wire import AdmissionRequest, decode_review
 from tests.unit.quota.quota_builders import band_quota, container, deployment, job, owner, pod, pod_spec
 
@@ -269,8 +269,7 @@ def test_http_app(admission: QuotaAdmission) -> None:
             assert body["kind"] == "AdmissionReview"
             assert body["response"] == {"uid": "0a1b", "allowed": False, "status": {
                 "code": 403, "reason": "Forbidden",
-                "message": "BandQuota alice/quota: band production needs cpu 5, 0 in use, limit 4"},
-                "warnings": [WHY_HINT]}  # the message stays one line; where to look next is a warning
+                "message": "BandQuota alice/quota: band production needs cpu 5, 0 in use, limit 4"}}
             allowed = await (await http.post("/validate", json=review(deployment(replicas=1)))).json()
             assert allowed["response"] == {"uid": "0a1b", "allowed": True}
             assert (await http.post("/validate", data=b"{not json")).status == 400
