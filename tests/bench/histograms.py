@@ -42,6 +42,20 @@ def histogram_buckets(scrape: str, metric: str, match: Mapping[str, str]) -> Buc
     return dict(sorted(buckets.items()))
 
 
+def series_sum(scrape: str, name: str, match: Mapping[str, str]) -> float:
+    """The sum of the samples of `name` (a counter, or a histogram's _sum or _count) whose labels
+    include every one in `match`."""
+    prefix = name + "{"
+    found = 0.0
+    for line in scrape.splitlines():
+        if line.startswith(prefix):
+            labels_text, _, value = line[len(prefix):].rpartition("} ")
+            labels = _labels(labels_text)
+            if all(labels.get(label) == wanted for label, wanted in match.items()):
+                found += float(value.split()[0])
+    return found
+
+
 def bucket_delta(before: Buckets, after: Buckets) -> Buckets:
     """What was observed between two scrapes: after - before per bound (a bound missing before, as
     for a series that appeared with its first observation, counts as 0 there)."""

@@ -6,27 +6,27 @@ import math
 
 import pytest
 
-from tests.bench.histograms import bucket_delta, bucket_of, histogram_buckets, histogram_quantile, total
+from tests.bench.histograms import bucket_delta, bucket_of, histogram_buckets, histogram_quantile, series_sum, total
 
-SCRAPE = """\
-# HELP apiserver_admission_webhook_admission_duration_seconds [STABLE] Admission webhook latency
-# TYPE apiserver_admission_webhook_admission_duration_seconds histogram
-apiserver_admission_webhook_admission_duration_seconds_bucket{name="a.example",operation="CREATE",rejected="false",type="validating",le="0.005"} 3
-apiserver_admission_webhook_admission_duration_seconds_bucket{name="a.example",operation="CREATE",rejected="false",type="validating",le="0.025"} 8
-apiserver_admission_webhook_admission_duration_seconds_bucket{name="a.example",operation="CREATE",rejected="false",type="validating",le="+Inf"} 10
-apiserver_admission_webhook_admission_duration_seconds_bucket{name="a.example",operation="CREATE",rejected="true",type="validating",le="0.005"} 1
-apiserver_admission_webhook_admission_duration_seconds_bucket{name="a.example",operation="CREATE",rejected="true",type="validating",le="0.025"} 2
-apiserver_admission_webhook_admission_duration_seconds_bucket{name="a.example",operation="CREATE",rejected="true",type="validating",le="+Inf"} 2
-apiserver_admission_webhook_admission_duration_seconds_bucket{name="a.example",operation="UPDATE",rejected="false",type="validating",le="0.005"} 100
-apiserver_admission_webhook_admission_duration_seconds_bucket{name="a.example",operation="UPDATE",rejected="false",type="validating",le="0.025"} 100
-apiserver_admission_webhook_admission_duration_seconds_bucket{name="a.example",operation="UPDATE",rejected="false",type="validating",le="+Inf"} 100
-apiserver_admission_webhook_admission_duration_seconds_bucket{name="b.example,x=\\"y\\"",operation="CREATE",rejected="false",type="validating",le="0.005"} 50
-apiserver_admission_webhook_admission_duration_seconds_bucket{name="b.example,x=\\"y\\"",operation="CREATE",rejected="false",type="validating",le="0.025"} 50
-apiserver_admission_webhook_admission_duration_seconds_bucket{name="b.example,x=\\"y\\"",operation="CREATE",rejected="false",type="validating",le="+Inf"} 50
-apiserver_admission_webhook_admission_duration_seconds_count{name="a.example",operation="CREATE",rejected="false",type="validating"} 10
-apiserver_admission_webhook_admission_duration_seconds_sum{name="a.example",operation="CREATE",rejected="false",type="validating"} 0.1
-"""
 METRIC = "apiserver_admission_webhook_admission_duration_seconds"
+
+
+def series(name: str, operation: str, rejected: str, counts: tuple[int, int, int]) -> str:
+    """Three bucket lines of one series, as the API server writes them."""
+    labels = f'name="{name}",operation="{operation}",rejected="{rejected}",type="validating"'
+    return "".join(f'{METRIC}_bucket{{{labels},le="{le}"}} {count}\n'
+                   for le, count in zip(("0.005", "0.025", "+Inf"), counts, strict=True))
+
+
+SCRAPE = (
+    f"# HELP {METRIC} [STABLE] Admission webhook latency\n# TYPE {METRIC} histogram\n"
+    + series("a.example", "CREATE", "false", (3, 8, 10))
+    + series("a.example", "CREATE", "true", (1, 2, 2))
+    + series("a.example", "UPDATE", "false", (100, 100, 100))
+    + series('b.example,x=\\"y\\"', "CREATE", "false", (50, 50, 50))
+    + f'{METRIC}_count{{name="a.example",operation="CREATE",rejected="false",type="validating"}} 10\n'
+    + f'{METRIC}_sum{{name="a.example",operation="CREATE",rejected="false",type="validating"}} 0.1\n'
+)
 
 
 def test_buckets_of_the_matching_series_are_summed_per_bound() -> None:
@@ -86,3 +86,9 @@ def test_empty_buckets_are_skipped_and_no_observations_is_nan() -> None:
         histogram_quantile(0.5, {0.005: 1.0})
     with pytest.raises(ValueError):
         histogram_quantile(1.5, {math.inf: 1.0})
+
+
+def test_series_sum_adds_the_matching_samples_of_one_name_only() -> None:
+    assert series_sum(SCRAPE, METRIC + "_count", {"name": "a.example"}) == 10
+    assert series_sum(SCRAPE, METRIC + "_sum", {"operation": "CREATE"}) == pytest.approx(0.1)
+    assert series_sum(SCRAPE, METRIC + "_sum", {"operation": "DELETE"}) == 0
