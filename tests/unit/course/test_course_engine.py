@@ -233,7 +233,7 @@ def test_self_healing_of_a_class_runs_concurrently(monkeypatch: pytest.MonkeyPat
     threads: set[str] = set()
 
     def slow_check(api: object, namespace: str, deployment: str, selector: str,
-                   timeout: float) -> healing.SelfHealing:
+                   timeout: float, poll: float = 0.5) -> healing.SelfHealing:
         threads.add(threading.current_thread().name)
         time.sleep(0.5)
         return healing.SelfHealing(True)
