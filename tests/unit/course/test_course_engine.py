@@ -268,6 +268,7 @@ def test_cluster_view_reads_and_names_what_is_missing() -> None:
 
 def test_read_checks_share_what_they_read_until_a_check_changes_the_cluster() -> None:
     cell = _exp1_class("ann")
+    cell.requests.clear()  # those of handing in the reference
     cache = ReadCache()
     first, second = ClusterView(cell, "ann", cache), ClusterView(cell, "ann", cache)  # type: ignore[arg-type]
     web = first.get("Deployment", "web")
