@@ -281,9 +281,9 @@ def dominates(calls: Histogram, handler: Histogram) -> str:
     call = calls.seconds / max(calls.count, 1) * 1000
     inside = handler.seconds / max(handler.count, 1) * 1000
     outside = call - inside
-    where = ("the API server's side of the call (queueing for a connection/CPU, TLS, encoding the "
-             "AdmissionReview, the loopback round trip), not the webhook's handler" if outside > inside
-             else "the webhook's handler")
+    where = ("the time around the webhook's handler, not the handler: the API server encoding the "
+             "AdmissionReview and calling out over TLS, the webhook process reading and decoding it, and "
+             "both queueing for the 2 shared CPUs" if outside > inside else "the webhook's handler")
     return f"{where}: mean {call:.2f} ms per call, of which {inside:.2f} ms in the handler, {outside:.2f} ms around it"
 
 
