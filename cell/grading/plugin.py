@@ -23,7 +23,7 @@ from cell.errors import CellError
 from cell.experiences import Student, discover_students
 from cell.grading.healing import SELF_HEALING_TIMEOUT, SelfHealing, SelfHealingPool
 from cell.grading.report import CheckResult, ClassReport, Task, build_report
-from cell.grading.view import ClusterView
+from cell.grading.view import ClusterView, ReadCache
 from cell.kube import probe
 
 
@@ -52,6 +52,7 @@ class GradingPlugin:
         self.results: dict[str, list[CheckResult]] = {s.name: [] for s in self.students}
         self.errors: list[str] = []
         self.healing = SelfHealingPool(api, self.students)
+        self.reads = ReadCache()
 
     # hooks
     def pytest_configure(self, config: pytest.Config) -> None:
@@ -121,7 +122,7 @@ class GradingPlugin:
 
     @pytest.fixture(scope="session")
     def cluster(self, _student: Student) -> ClusterView:
-        return ClusterView(self.api, _student.namespace)
+        return ClusterView(self.api, _student.namespace, self.reads)
 
     @pytest.fixture(scope="session")
     def api_client(self) -> ApiClient:
@@ -134,6 +135,7 @@ class GradingPlugin:
     @pytest.fixture(scope="session")
     def self_healing(self, _student: Student) -> Callable[..., SelfHealing]:
         def run(deployment: str, selector: str, timeout: float = SELF_HEALING_TIMEOUT) -> SelfHealing:
+            self.reads.stop()  # from here on pods are deleted and replaced: read checks read afresh
             return self.healing.check(_student, deployment, selector, timeout)
         return run
 

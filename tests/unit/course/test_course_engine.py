@@ -21,7 +21,7 @@ from cell.grading import ClusterView, healing, plugin
 from cell.grading.healing import check_self_healing
 from cell.grading.plugin import run_checks
 from cell.grading.report import CheckResult, ClassReport, Task, build_report
-from cell.grading.view import GradingError
+from cell.grading.view import GradingError, ReadCache
 from cell.grading.view import ready_endpoints as view_ready_endpoints
 from tests.reference import catalog
 from tests.unit.course.fakecell import FakeBackend, FakeCell
@@ -233,7 +233,7 @@ def test_self_healing_of_a_class_runs_concurrently(monkeypatch: pytest.MonkeyPat
     threads: set[str] = set()
 
     def slow_check(api: object, namespace: str, deployment: str, selector: str,
-                   timeout: float) -> healing.SelfHealing:
+                   timeout: float, poll: float = 0.5) -> healing.SelfHealing:
         threads.add(threading.current_thread().name)
         time.sleep(0.5)
         return healing.SelfHealing(True)
@@ -264,6 +264,22 @@ def test_cluster_view_reads_and_names_what_is_missing() -> None:
         view.require("Job", "nope")
     with pytest.raises(GradingError, match="cannot read kind 'Gadget'"):
         view.get("Gadget", "x")
+
+
+def test_read_checks_share_what_they_read_until_a_check_changes_the_cluster() -> None:
+    cell = _exp1_class("ann")
+    cell.requests.clear()  # those of handing in the reference
+    cache = ReadCache()
+    first, second = ClusterView(cell, "ann", cache), ClusterView(cell, "ann", cache)  # type: ignore[arg-type]
+    web = first.get("Deployment", "web")
+    assert web is not None
+    web["spec"]["replicas"] = 99  # what a check does with its copy stays its own
+    assert second.get("Deployment", "web")["spec"]["replicas"] == 3  # type: ignore[index]
+    assert second.get("Deployment", "nope") is None and first.get("Deployment", "nope") is None
+    assert len([r for r in cell.requests if "/deployments/" in r]) == 2  # web and nope, once each
+    cache.stop()
+    first.get("Deployment", "web")
+    assert len([r for r in cell.requests if "/deployments/web" in r]) == 2  # read afresh after stop
 
 
 def test_a_cluster_lost_during_grading_is_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
