@@ -87,6 +87,10 @@ KWOK_STAGES_FILE = "kwok-stages.yaml"
 # only serves `make conformance` and costs about 6 minutes more than the rest.
 E2E_PACKAGE = "k8s.io/kubernetes/test/e2e"
 E2E_BINARY = Binary("e2e.test", ("--version",), f"v{KUBERNETES_VERSION}")
+# Ginkgo's CLI runs e2e.test's specs in parallel processes (upstream's hack/ginkgo-e2e.sh does the same);
+# the version is the one the Kubernetes tag requires, so the CLI and the suite's library agree.
+GINKGO_PACKAGE = "github.com/onsi/ginkgo/v2/ginkgo"
+GINKGO_BINARY = Binary("ginkgo", ("version",), "Ginkgo Version 2.")
 
 
 def cached_binaries_ok(directory: Path | None = None) -> bool:
@@ -194,7 +198,8 @@ class _Builder:
         if imports is None:
             # `go mod tidy` resolves the tests of the main module's packages only, never a dependency's: the
             # e2e suite's test file imports every spec package, so the wrapper imports them itself.
-            imports = [E2E_PACKAGE, *go_imports((Path(module["Dir"]) / "test/e2e/e2e_test.go").read_text())]
+            imports = [E2E_PACKAGE, GINKGO_PACKAGE,
+                       *go_imports((Path(module["Dir"]) / "test/e2e/e2e_test.go").read_text())]
         (src / "tools.go").write_text(_tools_go(sorted(set(imports))))
         _run([self.go, "mod", "tidy"], src, self.log, self.env, f"resolving Kubernetes modules for {name} "
              "(go mod tidy)", self.nice)
@@ -210,6 +215,8 @@ class _Builder:
         _run([self.go, "test", "-c", "-trimpath", "-tags", "selinux,notest", "-ldflags", _version_ldflags(),
               "-o", str(self.out / E2E_BINARY.name), E2E_PACKAGE],
              src, self.log, dict(self.env, CGO_ENABLED="0"), "building e2e.test", self.nice)
+        _run([self.go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(self.out / GINKGO_BINARY.name),
+              GINKGO_PACKAGE], src, self.log, dict(self.env, CGO_ENABLED="0"), "building ginkgo", self.nice)
 
     def build_kubernetes(self, src: Path, command: str) -> None:
         env = dict(self.env, CGO_ENABLED="1" if command in CGO_COMMANDS else "0")
@@ -264,12 +271,17 @@ def ensure_binaries(force: bool = False, console: Console | None = None) -> Path
         return _build(final, force, console)
 
 
+def _e2e_ok(directory: Path) -> bool:
+    return all(check_binary(directory, b) is None for b in (E2E_BINARY, GINKGO_BINARY))
+
+
 def ensure_e2e(force: bool = False, console: Console | None = None) -> Path:
-    """The path of upstream's e2e.test beside the other binaries, built (at the lowest priority) if missing."""
+    """The path of upstream's e2e.test beside the other binaries (and ginkgo, its parallel runner),
+    built (at the lowest priority) if missing."""
     console = console or Console(stderr=True)
     directory = ensure_binaries(console=console)
     path = directory / E2E_BINARY.name
-    if not force and check_binary(directory, E2E_BINARY) is None:
+    if not force and _e2e_ok(directory):
         return path
     # The same lock as ensure_binaries: a `cell build` beside this would move the directory away.
     with open(cache_root() / "build.lock", "w") as lock:
@@ -278,7 +290,7 @@ def ensure_e2e(force: bool = False, console: Console | None = None) -> Path:
         except BlockingIOError:
             console.print("Another cell build is running; waiting for it to finish")
             fcntl.flock(lock, fcntl.LOCK_EX)
-        if not force and check_binary(directory, E2E_BINARY) is None:
+        if not force and _e2e_ok(directory):
             return path
         log = cache_root() / "build-e2e.log"
         log.write_text(f"Cell e2e.test build, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
@@ -288,12 +300,14 @@ def ensure_e2e(force: bool = False, console: Console | None = None) -> Path:
         console.print(f"Building e2e.test at low priority (cold build: about 6 minutes on 2 cores; log: {log})")
         started = time.monotonic()
         builder.build_e2e(builder.prepare_e2e())
-        problem = check_binary(staging, E2E_BINARY)
-        if problem:
-            raise CellError(f"{problem}; build log: {log}")
-        (staging / E2E_BINARY.name).replace(path)
+        for binary in (E2E_BINARY, GINKGO_BINARY):
+            problem = check_binary(staging, binary)
+            if problem:
+                raise CellError(f"{problem}; build log: {log}")
+        for binary in (GINKGO_BINARY, E2E_BINARY):  # e2e.test last: present means complete
+            (staging / binary.name).replace(directory / binary.name)
         shutil.rmtree(staging)
-        console.print(f"Built e2e.test in {time.monotonic() - started:.0f} s: {path}")
+        console.print(f"Built e2e.test and ginkgo in {time.monotonic() - started:.0f} s: {path}")
     return path
 
 

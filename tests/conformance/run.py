@@ -1,6 +1,7 @@
 """`make conformance`: upstream's own e2e specs against the local cell, with Cell's extender and without.
 
-    python -m tests.conformance.run [--state-dir DIR] [--report-dir DIR] [--timeout 75m] [--only with|without]
+    python -m tests.conformance.run [--state-dir DIR] [--report-dir DIR] [--timeout 75m] [--procs 4]
+                                    [--seed N] [--only with|without]
 
 Builds (once) upstream's e2e.test (`cell.upstream.ensure_e2e`), brings up a local cell in --state-dir
 (or reuses the running one there, or CELL_TEST_STATE_DIR's), and runs the scheduling, workload and
@@ -16,6 +17,7 @@ bad input or when a run could not be made. A cell this command brought up is tak
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -25,7 +27,6 @@ import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -57,12 +58,18 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
-def e2e_command(e2e: Path, kubeconfig: Path, kubectl: Path, report_dir: Path, timeout: int,
-                focus: str = FOCUS, skip: str = SKIP) -> list[str]:
+def e2e_command(e2e: Path, kubeconfig: Path, kubectl: Path, report_dir: Path, timeout: int, procs: int,
+                seed: int, focus: str = FOCUS, skip: str = SKIP) -> list[str]:
+    """ginkgo's CLI running e2e.test in `procs` processes ([Serial] specs still run alone, at the end).
+
+    Both runs take the same seed, so they run the specs in the same order: when the timeout cuts a
+    run short, both have got about as far."""
     return [
-        str(e2e), f"--kubeconfig={kubeconfig}", "--provider=skeleton", f"--kubectl-path={kubectl}",
-        f"--ginkgo.focus={focus}", f"--ginkgo.skip={skip}", f"--ginkgo.timeout={timeout}s",
-        "--ginkgo.no-color", "--ginkgo.v", f"--report-dir={report_dir}", f"--e2e-output-dir={report_dir}",
+        str(e2e.with_name(upstream.GINKGO_BINARY.name)), "run", f"--procs={procs}", f"--seed={seed}",
+        f"--focus={focus}",
+        f"--skip={skip}", f"--timeout={timeout}s", "--no-color", "-v", str(e2e), "--",
+        f"--kubeconfig={kubeconfig}", "--provider=skeleton", f"--kubectl-path={kubectl}",
+        f"--report-dir={report_dir}", f"--e2e-output-dir={report_dir}",
         # KWOK nodes have no kubelet or SSH to collect logs from.
         "--disable-log-dump", "--dump-logs-on-failure=false",
     ]
@@ -116,7 +123,7 @@ def summary_table(results: Mapping[str, Mapping[str, tuple[str, str]]]) -> str:
     return "\n".join(lines)
 
 
-@contextmanager
+@contextlib.contextmanager
 def stock_scheduler(cell: LocalCell) -> Iterator[None]:
     """kube-scheduler on the stock profile (no extender, upstream's default scoring), then back."""
     stock = msgspec.structs.replace(cell.record, without=sorted({*cell.record.without, "extender"}))
@@ -129,12 +136,12 @@ def stock_scheduler(cell: LocalCell) -> Iterator[None]:
         cell.restart("kube-scheduler")
 
 
-def run_specs(e2e: Path, cell: LocalCell, report_dir: Path, timeout: int,
+def run_specs(e2e: Path, cell: LocalCell, report_dir: Path, timeout: int, procs: int, seed: int,
               console: Console) -> dict[str, tuple[str, str]]:
     report_dir.mkdir(parents=True, exist_ok=True)
     for old in report_dir.glob("junit*.xml"):
         old.unlink()
-    cmd = e2e_command(e2e, cell.kubeconfig, cell.kubectl, report_dir, timeout)
+    cmd = e2e_command(e2e, cell.kubeconfig, cell.kubectl, report_dir, timeout, procs, seed)
     log = report_dir / "e2e.log"
     console.print(f"[bold]{report_dir.name}[/]: e2e.test (log: {log})")
     started = time.monotonic()
@@ -156,12 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-dir", type=Path, default=REPO_ROOT / "reports" / "conformance")
     parser.add_argument("--timeout", default="75m", help="ginkgo's timeout for each run (default 75m)")
     parser.add_argument("--only", choices=("with", "without"), default=None, help="make one run only")
+    parser.add_argument("--procs", type=int, default=4, help="parallel ginkgo processes (default 4)")
+    parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000,
+                        help="ginkgo's seed for the spec order, the same in both runs (default: from the clock)")
     args = parser.parse_args(argv)
     console = Console(stderr=True)
     made_here = False
     cell: LocalCell | None = None
     try:
         timeout = parse_duration(args.timeout)
+        if args.procs < 1:
+            raise CellError(f"--procs {args.procs}: at least 1")
         state_dir = args.state_dir or Path(os.environ.get("CELL_TEST_STATE_DIR") or "/tmp/cell-conformance")
         e2e = upstream.ensure_e2e(console=console)
         cell = LocalCell(state_dir)
@@ -173,20 +185,24 @@ def main(argv: list[str] | None = None) -> int:
             raise CellError(f"the cell at {state_dir} runs without the extender (CELL_WITHOUT): the comparison "
                             "needs a cell with it")
         results: dict[str, dict[str, tuple[str, str]]] = {}
-        if args.only in (None, "with"):
-            results[RUNS[0]] = run_specs(e2e, cell, args.report_dir / RUNS[0], timeout, console)
-        if args.only in (None, "without"):
-            with stock_scheduler(cell):
-                results[RUNS[1]] = run_specs(e2e, cell, args.report_dir / RUNS[1], timeout, console)
+        for run, which in zip(RUNS, ("with", "without"), strict=True):
+            report_dir = args.report_dir / run
+            if args.only not in (None, which):
+                if any(report_dir.glob("junit*.xml")):  # compared with an earlier run of the other half
+                    results[run] = junit_results(report_dir)
+                continue
+            scheduler = contextlib.nullcontext() if which == "with" else stock_scheduler(cell)
+            with scheduler:
+                results[run] = run_specs(e2e, cell, report_dir, timeout, args.procs, args.seed, console)
     except (CellError, subprocess.TimeoutExpired, OSError) as exc:
         print(f"conformance: {exc}", file=sys.stderr)
         return 2
     finally:
         if made_here:
             lifecycle.down(state_dir=cell.state_dir if cell else None, console=console)
-    summary = {"focus": FOCUS, "skip": SKIP, "runs": {run: {name: {"status": s, "message": m}
-                                                            for name, (s, m) in specs.items()}
-                                                      for run, specs in results.items()}}
+    runs = {run: {name: {"status": status, "message": message} for name, (status, message) in specs.items()}
+            for run, specs in results.items()}
+    summary: dict[str, object] = {"focus": FOCUS, "skip": SKIP, "seed": args.seed, "procs": args.procs, "runs": runs}
     lost = regressions(*(results[run] for run in RUNS)) if len(results) == 2 else []
     summary["regressions"] = lost
     (args.report_dir / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
