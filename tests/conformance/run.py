@@ -1,7 +1,7 @@
 """`make conformance`: upstream's own e2e specs against the local cell, with Cell's extender and without.
 
     python -m tests.conformance.run [--state-dir DIR] [--report-dir DIR] [--timeout 75m] [--procs 4]
-                                    [--seed N] [--only with|without]
+                                    [--seed N] [--subset all|serial|parallel] [--only with|without]
 
 Builds (once) upstream's e2e.test (`cell.upstream.ensure_e2e`), brings up a local cell in --state-dir
 (or reuses the running one there, or CELL_TEST_STATE_DIR's), and runs the scheduling, workload and
@@ -58,8 +58,17 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
+# --subset: ginkgo runs [Serial] specs one at a time after all others, so a timeout falls on them
+# first; each subset can be run (and compared) on its own. "Serial" is the specs' ginkgo label.
+SUBSETS = {"all": "", "serial": "Serial", "parallel": "!Serial"}
+
+
+def in_subset(name: str, subset: str) -> bool:
+    return subset == "all" or ("[Serial]" in name) == (subset == "serial")
+
+
 def e2e_command(e2e: Path, kubeconfig: Path, kubectl: Path, report_dir: Path, timeout: int, procs: int,
-                seed: int, focus: str = FOCUS, skip: str = SKIP) -> list[str]:
+                seed: int, subset: str = "all", focus: str = FOCUS, skip: str = SKIP) -> list[str]:
     """ginkgo's CLI running e2e.test in `procs` processes ([Serial] specs still run alone, at the end).
 
     Both runs take the same seed, so they run the specs in the same order: when the timeout cuts a
@@ -67,7 +76,8 @@ def e2e_command(e2e: Path, kubeconfig: Path, kubectl: Path, report_dir: Path, ti
     return [
         str(e2e.with_name(upstream.GINKGO_BINARY.name)), "run", f"--procs={procs}", f"--seed={seed}",
         f"--focus={focus}",
-        f"--skip={skip}", f"--timeout={timeout}s", "--no-color", "-v", str(e2e), "--",
+        f"--skip={skip}", *([f"--label-filter={SUBSETS[subset]}"] if SUBSETS[subset] else []),
+        f"--timeout={timeout}s", "--no-color", "-v", str(e2e), "--",
         f"--kubeconfig={kubeconfig}", "--provider=skeleton", f"--kubectl-path={kubectl}",
         f"--report-dir={report_dir}", f"--e2e-output-dir={report_dir}",
         # KWOK nodes have no kubelet or SSH to collect logs from.
@@ -75,15 +85,19 @@ def e2e_command(e2e: Path, kubeconfig: Path, kubectl: Path, report_dir: Path, ti
     ]
 
 
-def junit_results(report_dir: Path) -> dict[str, tuple[str, str]]:
-    """Spec name -> (passed | failed | skipped, the failure's first line) from the run's JUnit files."""
+def junit_results(report_dir: Path, subset: str = "all", focus_text: str = FOCUS) -> dict[str, tuple[str, str]]:
+    """Spec name -> (passed | failed | skipped, the failure's first line) from the run's JUnit files,
+    for the specs the focus, SKIP and the subset select (the file lists every spec of the suite)."""
+    focus, skip = re.compile(focus_text), re.compile(SKIP)
     files = sorted(report_dir.glob("junit*.xml"))
     if not files:
         raise CellError(f"no JUnit report in {report_dir}: e2e.test did not get to run (see its e2e.log)")
     results: dict[str, tuple[str, str]] = {}
     for path in files:
         for case in ET.parse(path).getroot().iter("testcase"):
-            name = case.get("name", "")
+            name = case.get("name", "").removeprefix("[It] ")
+            if not focus.search(name) or skip.search(name) or not in_subset(name, subset):
+                continue
             if name.startswith("[SynchronizedBeforeSuite]") or name.startswith("[ReportAfterSuite]") \
                     or name.startswith("[SynchronizedAfterSuite]") or name.startswith("[ReportBeforeSuite]"):
                 continue
@@ -136,12 +150,12 @@ def stock_scheduler(cell: LocalCell) -> Iterator[None]:
         cell.restart("kube-scheduler")
 
 
-def run_specs(e2e: Path, cell: LocalCell, report_dir: Path, timeout: int, procs: int, seed: int,
-              console: Console) -> dict[str, tuple[str, str]]:
+def run_specs(e2e: Path, cell: LocalCell, report_dir: Path, timeout: int, procs: int, seed: int, subset: str,
+              focus: str, console: Console) -> dict[str, tuple[str, str]]:
     report_dir.mkdir(parents=True, exist_ok=True)
     for old in report_dir.glob("junit*.xml"):
         old.unlink()
-    cmd = e2e_command(e2e, cell.kubeconfig, cell.kubectl, report_dir, timeout, procs, seed)
+    cmd = e2e_command(e2e, cell.kubeconfig, cell.kubectl, report_dir, timeout, procs, seed, subset, focus)
     log = report_dir / "e2e.log"
     console.print(f"[bold]{report_dir.name}[/]: e2e.test (log: {log})")
     started = time.monotonic()
@@ -151,7 +165,7 @@ def run_specs(e2e: Path, cell: LocalCell, report_dir: Path, timeout: int, procs:
         # Some margin over ginkgo's own timeout for its reports; the cell keeps the CPU first.
         subprocess.run(["nice", "-n", "10", *cmd], stdout=handle, stderr=subprocess.STDOUT, cwd=report_dir,
                        timeout=timeout + 300, check=False)
-    results = junit_results(report_dir)
+    results = junit_results(report_dir, subset, focus)
     console.print(f"{report_dir.name}: {len(results)} specs in {time.monotonic() - started:.0f} s")
     return results
 
@@ -163,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-dir", type=Path, default=REPO_ROOT / "reports" / "conformance")
     parser.add_argument("--timeout", default="75m", help="ginkgo's timeout for each run (default 75m)")
     parser.add_argument("--only", choices=("with", "without"), default=None, help="make one run only")
+    parser.add_argument("--focus", default=FOCUS, help="ginkgo's focus regex (default: the issue's specs)")
+    parser.add_argument("--name", default="", help="names this run's report directories (default: the subset)")
+    parser.add_argument("--subset", choices=sorted(SUBSETS), default="all",
+                        help="all specs, the [Serial] ones only, or the others only (default all)")
     parser.add_argument("--procs", type=int, default=4, help="parallel ginkgo processes (default 4)")
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000,
                         help="ginkgo's seed for the spec order, the same in both runs (default: from the clock)")
@@ -186,14 +204,16 @@ def main(argv: list[str] | None = None) -> int:
                             "needs a cell with it")
         results: dict[str, dict[str, tuple[str, str]]] = {}
         for run, which in zip(RUNS, ("with", "without"), strict=True):
-            report_dir = args.report_dir / run
+            prefix = args.name or ("" if args.subset == "all" else args.subset)
+            report_dir = args.report_dir / (f"{prefix}-{run}" if prefix else run)
             if args.only not in (None, which):
                 if any(report_dir.glob("junit*.xml")):  # compared with an earlier run of the other half
-                    results[run] = junit_results(report_dir)
+                    results[run] = junit_results(report_dir, args.subset, args.focus)
                 continue
             scheduler = contextlib.nullcontext() if which == "with" else stock_scheduler(cell)
             with scheduler:
-                results[run] = run_specs(e2e, cell, report_dir, timeout, args.procs, args.seed, console)
+                results[run] = run_specs(e2e, cell, report_dir, timeout, args.procs, args.seed, args.subset,
+                                         args.focus, console)
     except (CellError, subprocess.TimeoutExpired, OSError) as exc:
         print(f"conformance: {exc}", file=sys.stderr)
         return 2
@@ -202,10 +222,12 @@ def main(argv: list[str] | None = None) -> int:
             lifecycle.down(state_dir=cell.state_dir if cell else None, console=console)
     runs = {run: {name: {"status": status, "message": message} for name, (status, message) in specs.items()}
             for run, specs in results.items()}
-    summary: dict[str, object] = {"focus": FOCUS, "skip": SKIP, "seed": args.seed, "procs": args.procs, "runs": runs}
+    summary: dict[str, object] = {"focus": FOCUS, "skip": SKIP, "seed": args.seed, "procs": args.procs,
+                                  "subset": args.subset, "focus_used": args.focus, "runs": runs}
     lost = regressions(*(results[run] for run in RUNS)) if len(results) == 2 else []
     summary["regressions"] = lost
-    (args.report_dir / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    summary_file = args.report_dir / f"summary-{args.name or args.subset}.json"
+    summary_file.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     print(summary_table(results))
     if lost:
         print(f"\n{len(lost)} specs pass without the extender but not with it:", *lost, sep="\n  ")
