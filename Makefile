@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_STUDENTS := alice bob carol
 
 .PHONY: help install binaries up down status test test-unit lint demo-grade bench bench-scheduler \
-        bench-admission bench-grading bench-sim fuzz clean
+        bench-admission bench-grading bench-sim fuzz conformance clean
 
 help:
 	@echo "make up          install, build the upstream binaries (cached), stand up the local cell + demo course"
@@ -17,6 +17,7 @@ help:
 	@echo "make down        stop the local cell and remove its state"
 	@echo "make bench       every benchmark (see docs/benchmarks.md)"
 	@echo "make fuzz        generated bodies against the extender and webhook of a local cell (docs/reliability.md)"
+	@echo "make conformance upstream's e2e scheduling/workload/quota specs, with the extender and without (docs/conformance.md)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Cell needs Python 3.11, found " + sys.version.split()[0]'
@@ -64,6 +65,11 @@ test-security: install
 
 fuzz: install
 	$(PYTEST) -m fuzz tests/fuzz -s
+
+# Upstream's e2e.test (built once, about 6 minutes) on the local cell, with and without the extender;
+# reuses CELL_TEST_STATE_DIR's cell if set. CONFORMANCE_ARGS: e.g. --timeout 2h, --only with.
+conformance: install
+	$(VENV)/bin/python -m tests.conformance.run $(CONFORMANCE_ARGS)
 
 bench: bench-scheduler bench-admission bench-grading bench-sim
 

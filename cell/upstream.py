@@ -5,6 +5,7 @@ Kubernetes through a small wrapper module that requires `k8s.io/kubernetes` and 
 staging module with its published `v0.34.x` twin (the list is read from the tag's own go.mod, so a
 version bump needs no hand edits); etcd through a wrapper `main` calling `etcdmain.Main`; KWOK with
 `go install`. Results land in ~/.cache/cell/bin/<key>/ and are reused once `--version` checks pass.
+Upstream's e2e suite (`e2e.test`, for `make conformance`) is built on request only, from the same wrapper.
 """
 
 from __future__ import annotations
@@ -82,6 +83,15 @@ def check_binary(directory: Path, binary: Binary) -> str | None:
 KWOK_STAGES = ("node/fast", "node/heartbeat-with-lease", "pod/fast")
 KWOK_STAGES_FILE = "kwok-stages.yaml"
 
+# Upstream's e2e suite is a Go test binary (`go test -c`, as hack/lib/golang.sh builds it); optional, since it
+# only serves `make conformance` and costs about 6 minutes more than the rest.
+E2E_PACKAGE = "k8s.io/kubernetes/test/e2e"
+E2E_BINARY = Binary("e2e.test", ("--version",), f"v{KUBERNETES_VERSION}")
+# Ginkgo's CLI runs e2e.test's specs in parallel processes (upstream's hack/ginkgo-e2e.sh does the same);
+# the version is the one the Kubernetes tag requires, so the CLI and the suite's library agree.
+GINKGO_PACKAGE = "github.com/onsi/ginkgo/v2/ginkgo"
+GINKGO_BINARY = Binary("ginkgo", ("version",), "Ginkgo Version 2.")
+
 
 def cached_binaries_ok(directory: Path | None = None) -> bool:
     directory = directory or bin_dir()
@@ -108,7 +118,10 @@ def _go_env() -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], cwd: Path, log: Path, env: dict[str, str], what: str) -> None:
+def _run(cmd: list[str], cwd: Path, log: Path, env: dict[str, str], what: str, nice: int = 0) -> None:
+    if nice:
+        # Go's compiler processes inherit the priority: a long build yields the CPU to everything else.
+        cmd = ["nice", "-n", str(nice), *cmd]
     with log.open("a") as handle:
         handle.write(f"\n$ {' '.join(cmd)}\n")
         handle.flush()
@@ -139,6 +152,15 @@ def kubernetes_wrapper_gomod(upstream_gomod: str, version: str) -> str:
     return "\n".join(lines)
 
 
+def go_imports(source: str) -> list[str]:
+    """The import paths of one Go source file (its import block and single-line imports)."""
+    paths: list[str] = []
+    for block in re.findall(r"^import\s*\((.*?)^\)", source, flags=re.MULTILINE | re.DOTALL):
+        paths += re.findall(r'^\s*(?:[\w.]+\s+)?"([^"]+)"', block, flags=re.MULTILINE)
+    paths += re.findall(r'^import\s+(?:[\w.]+\s+)?"([^"]+)"', source, flags=re.MULTILINE)
+    return paths
+
+
 def _tools_go(imports: list[str]) -> str:
     body = "\n".join(f'\t_ "{path}"' for path in imports)
     return f"//go:build tools\n\npackage tools\n\nimport (\n{body}\n)\n"
@@ -155,23 +177,46 @@ def _version_ldflags() -> str:
 
 
 class _Builder:
-    def __init__(self, go: Path, work: Path, out: Path, log: Path) -> None:
-        self.go, self.work, self.out, self.log = str(go), work, out, log
+    def __init__(self, go: Path, work: Path, out: Path, log: Path, nice: int = 0) -> None:
+        self.go, self.work, self.out, self.log, self.nice = str(go), work, out, log, nice
         self.env = _go_env()
 
-    def prepare_kubernetes(self) -> Path:
-        src = self.work / "kubernetes"
-        src.mkdir(parents=True, exist_ok=True)
+    def _kubernetes_module(self, cwd: Path) -> dict[str, str]:
         info = subprocess.run([self.go, "mod", "download", "-json", f"k8s.io/kubernetes@v{KUBERNETES_VERSION}"],
-                              capture_output=True, text=True, env=self.env, cwd=src)
+                              capture_output=True, text=True, env=self.env, cwd=cwd)
         if info.returncode != 0:
             raise CellError(f"cannot fetch k8s.io/kubernetes v{KUBERNETES_VERSION} from the Go module proxy: "
                             f"{(info.stderr or info.stdout).strip().splitlines()[-1:]}")
-        gomod = Path(json.loads(info.stdout)["GoMod"]).read_text()
-        (src / "go.mod").write_text(kubernetes_wrapper_gomod(gomod, KUBERNETES_VERSION))
-        (src / "tools.go").write_text(_tools_go([f"k8s.io/kubernetes/cmd/{cmd}" for cmd in KUBE_COMMANDS]))
-        _run([self.go, "mod", "tidy"], src, self.log, self.env, "resolving Kubernetes modules (go mod tidy)")
+        module: dict[str, str] = json.loads(info.stdout)
+        return module
+
+    def _wrapper(self, name: str, imports: list[str] | None = None) -> Path:
+        src = self.work / name
+        src.mkdir(parents=True, exist_ok=True)
+        module = self._kubernetes_module(src)
+        (src / "go.mod").write_text(kubernetes_wrapper_gomod(Path(module["GoMod"]).read_text(), KUBERNETES_VERSION))
+        if imports is None:
+            # `go mod tidy` resolves the tests of the main module's packages only, never a dependency's: the
+            # e2e suite's test file imports every spec package, so the wrapper imports them itself.
+            imports = [E2E_PACKAGE, GINKGO_PACKAGE,
+                       *go_imports((Path(module["Dir"]) / "test/e2e/e2e_test.go").read_text())]
+        (src / "tools.go").write_text(_tools_go(sorted(set(imports))))
+        _run([self.go, "mod", "tidy"], src, self.log, self.env, f"resolving Kubernetes modules for {name} "
+             "(go mod tidy)", self.nice)
         return src
+
+    def prepare_kubernetes(self) -> Path:
+        return self._wrapper("kubernetes", [f"k8s.io/kubernetes/cmd/{cmd}" for cmd in KUBE_COMMANDS])
+
+    def prepare_e2e(self) -> Path:
+        return self._wrapper("kubernetes-e2e")
+
+    def build_e2e(self, src: Path) -> None:
+        _run([self.go, "test", "-c", "-trimpath", "-tags", "selinux,notest", "-ldflags", _version_ldflags(),
+              "-o", str(self.out / E2E_BINARY.name), E2E_PACKAGE],
+             src, self.log, dict(self.env, CGO_ENABLED="0"), "building e2e.test", self.nice)
+        _run([self.go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(self.out / GINKGO_BINARY.name),
+              GINKGO_PACKAGE], src, self.log, dict(self.env, CGO_ENABLED="0"), "building ginkgo", self.nice)
 
     def build_kubernetes(self, src: Path, command: str) -> None:
         env = dict(self.env, CGO_ENABLED="1" if command in CGO_COMMANDS else "0")
@@ -224,6 +269,46 @@ def ensure_binaries(force: bool = False, console: Console | None = None) -> Path
         if not force and cached_binaries_ok(final):
             return final
         return _build(final, force, console)
+
+
+def _e2e_ok(directory: Path) -> bool:
+    return all(check_binary(directory, b) is None for b in (E2E_BINARY, GINKGO_BINARY))
+
+
+def ensure_e2e(force: bool = False, console: Console | None = None) -> Path:
+    """The path of upstream's e2e.test beside the other binaries (and ginkgo, its parallel runner),
+    built (at the lowest priority) if missing."""
+    console = console or Console(stderr=True)
+    directory = ensure_binaries(console=console)
+    path = directory / E2E_BINARY.name
+    if not force and _e2e_ok(directory):
+        return path
+    # The same lock as ensure_binaries: a `cell build` beside this would move the directory away.
+    with open(cache_root() / "build.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            console.print("Another cell build is running; waiting for it to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and _e2e_ok(directory):
+            return path
+        log = cache_root() / "build-e2e.log"
+        log.write_text(f"Cell e2e.test build, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        staging = directory / (E2E_BINARY.name + ".partial")
+        builder = _Builder(go_toolchain(), cache_root() / "src", staging, log, nice=19)
+        staging.mkdir(exist_ok=True)
+        console.print(f"Building e2e.test at low priority (cold build: about 6 minutes on 2 cores; log: {log})")
+        started = time.monotonic()
+        builder.build_e2e(builder.prepare_e2e())
+        for binary in (E2E_BINARY, GINKGO_BINARY):
+            problem = check_binary(staging, binary)
+            if problem:
+                raise CellError(f"{problem}; build log: {log}")
+        for binary in (GINKGO_BINARY, E2E_BINARY):  # e2e.test last: present means complete
+            (staging / binary.name).replace(directory / binary.name)
+        shutil.rmtree(staging)
+        console.print(f"Built e2e.test and ginkgo in {time.monotonic() - started:.0f} s: {path}")
+    return path
 
 
 def _build(final: Path, force: bool, console: Console) -> Path:

@@ -46,9 +46,15 @@ def kubeconfig(
 
 def build(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when cached binaries are present.")] = False,
+    e2e: Annotated[bool, typer.Option(
+        "--e2e", help="Also build upstream's e2e.test, for `make conformance` (about 6 more minutes, at low priority).",
+    )] = False,
 ) -> None:
-    """Build (once) and cache the upstream binaries: Kubernetes, etcd, KWOK."""
-    echo_path(upstream.ensure_binaries(force=force, console=err()))
+    """Build (once) and cache the upstream binaries: Kubernetes, etcd, KWOK (and on request e2e.test)."""
+    directory = upstream.ensure_binaries(force=force, console=err())
+    if e2e:
+        upstream.ensure_e2e(force=force, console=err())
+    echo_path(directory)
 
 
 def register(app: typer.Typer) -> None:

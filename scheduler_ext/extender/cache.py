@@ -1,5 +1,9 @@
-"""The extender's own view of the cell (nodeCacheCapable): nodes, bound pods and Allocs, fed by
-list+watch, handed to the policy as immutable snapshots.
+"""The extender's own view of the cell (nodeCacheCapable): nodes, bound pods, Allocs and Services,
+fed by list+watch, handed to the policy as immutable snapshots.
+
+Services only say which pods belong together (policy `job_key`: a pod without owners spreads with
+the other pods of the Service selecting it); a Service that comes, goes or changes its selector
+re-keys the bound pods without owners of its namespace.
 
 `ClusterCache` is the event handling (no I/O; tests feed it events). Reflector threads
 (`scheduler_ext.kube.reflector`) do the list/watch and hand the raw bodies to the cache, which
@@ -19,6 +23,7 @@ watch never confirms (the binding failed, the pod was deleted) expires after `as
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -32,12 +37,12 @@ from scheduler_ext.extender import wire
 from scheduler_ext.kube import names
 from scheduler_ext.kube.errors import APIGoneError
 from scheduler_ext.kube.reflector import ListWatch, Reflector, Transport, apply_line
-from scheduler_ext.policy.model import TERMINAL_PHASES, AllocInfo, CellSnapshot, NodeInfo, PodInfo
+from scheduler_ext.policy.model import TERMINAL_PHASES, AllocInfo, CellSnapshot, NodeInfo, PodInfo, ServiceInfo, job_key
 
 log = logging.getLogger(__name__)
 
-NODES, PODS, ALLOCS = "nodes", "pods", "allocs"
-KINDS = (NODES, PODS, ALLOCS)
+NODES, PODS, ALLOCS, SERVICES = "nodes", "pods", "allocs", "services"
+KINDS = (NODES, PODS, ALLOCS, SERVICES)
 # Only pods that hold node resources: bound and not finished. Leaving the selector is a DELETED event.
 BOUND_ACTIVE_PODS = "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"
 LIST_WATCHES = {
@@ -45,6 +50,7 @@ LIST_WATCHES = {
     PODS: ListWatch(names.PODS, field_selector=BOUND_ACTIVE_PODS),
     # No Alloc CRD (yet), or no right to read it: nothing is reserved; look again later.
     ALLOCS: ListWatch(names.ALLOCS, absent_on=frozenset({403, 404})),
+    SERVICES: ListWatch(names.SERVICES),
 }
 WatchExpired = APIGoneError  # the watch's resourceVersion is too old (410 Gone): list again
 
@@ -67,11 +73,13 @@ _object_decoders: dict[str, msgspec.json.Decoder[Any]] = {
     NODES: msgspec.json.Decoder(wire.Node),
     PODS: msgspec.json.Decoder(wire.Pod),
     ALLOCS: msgspec.json.Decoder(dict[str, Any]),
+    SERVICES: msgspec.json.Decoder(dict[str, Any]),
 }
 _list_decoders: dict[str, msgspec.json.Decoder[Any]] = {
     NODES: msgspec.json.Decoder(wire.NodeList),
     PODS: msgspec.json.Decoder(wire.PodList),
     ALLOCS: msgspec.json.Decoder(wire.CustomObjectList),
+    SERVICES: msgspec.json.Decoder(wire.CustomObjectList),  # few and small: read whole, like Allocs
 }
 
 
@@ -110,6 +118,9 @@ class ClusterCache:
         self._clock = clock
         self._outcomes = dict.fromkeys(ASSUME_OUTCOMES, 0)
         self._raw: dict[str, tuple[object, ...]] = {}  # last watch object per pod/node, in wire form
+        self._services: dict[str, ServiceInfo] = {}  # "ns/name" -> Service
+        self._services_by_ns: dict[str, tuple[ServiceInfo, ...]] = {}
+        self._ownerless: set[str] = set()  # uids of bound pods without owners: Services decide their job
 
     # --- state ------------------------------------------------------------------------------------
 
@@ -147,7 +158,13 @@ class ClusterCache:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            return {NODES: len(self._bases), PODS: len(self._pods), ALLOCS: len(self._allocs)}
+            return {NODES: len(self._bases), PODS: len(self._pods), ALLOCS: len(self._allocs),
+                    SERVICES: len(self._services)}
+
+    def services(self, namespace: str) -> tuple[ServiceInfo, ...]:
+        """The Services of a namespace (what a pending pod's job is resolved against)."""
+        with self._lock:
+            return self._services_by_ns.get(namespace, ())
 
     # --- assumed placements -------------------------------------------------------------------------
 
@@ -225,9 +242,13 @@ class ClusterCache:
                 for uid in [u for u in self._pods if u not in present and u not in self._assumed]:
                     self._delete_pod(uid)
             elif kind == ALLOCS:
-                present = {_alloc_key(m) for m in manifests}
+                present = {_object_key(m) for m in manifests}
                 for key in [k for k in self._allocs if k not in present]:
                     self._delete_alloc(key)
+            elif kind == SERVICES:
+                present = {_object_key(m) for m in manifests}
+                for key in [k for k in self._services if k not in present]:
+                    self._set_service(key, None)
             else:
                 raise ValueError(f"unknown kind {kind!r}")
             # The fast path for unchanged watch objects starts over with what this list says.
@@ -274,7 +295,7 @@ class ClusterCache:
                 self._settle_assumption(uid, None)
                 self._delete_pod(uid)
                 return
-            pod = PodInfo.from_manifest(manifest)
+            pod = PodInfo.from_manifest(manifest, self._services_by_ns.get(meta.get("namespace") or "default", ()))
             if not pod.node_name:
                 if uid in self._assumed:
                     # A late event from before the binding (this watch can lag kube-scheduler's): the
@@ -286,12 +307,16 @@ class ClusterCache:
                 return
             self._settle_assumption(uid, pod.node_name)
             old_pod = self._pods.get(uid)
-            if old_pod is not None and _pod_fingerprint(old_pod) == _pod_fingerprint(pod):
-                return
-            self._delete_pod(uid)
-            self._add_pod(pod)
+            if old_pod is None or _pod_fingerprint(old_pod) != _pod_fingerprint(pod):
+                self._delete_pod(uid)
+                self._add_pod(pod)
+            # Set even when nothing else changed: the booking of an assumed pod did not know it.
+            if meta.get("ownerReferences"):
+                self._ownerless.discard(uid)
+            else:
+                self._ownerless.add(uid)
         elif kind == ALLOCS:
-            key = _alloc_key(manifest)
+            key = _object_key(manifest)
             if event_type == "DELETED":
                 self._delete_alloc(key)
                 return
@@ -301,8 +326,34 @@ class ClusterCache:
                 self._allocs[key] = alloc
                 self._allocs_changed()
             self.allocs_available = True
+        elif kind == SERVICES:
+            key = _object_key(manifest)
+            self._set_service(key, None if event_type == "DELETED" else ServiceInfo.from_manifest(manifest))
         else:
             raise ValueError(f"unknown kind {kind!r}")
+
+    def _set_service(self, key: str, service: ServiceInfo | None) -> None:
+        """A Service came, changed or went (None): re-key the ownerless pods of its namespace."""
+        if self._services.get(key) == service:
+            return
+        if service is None:
+            del self._services[key]
+        else:
+            self._services[key] = service
+        namespace = key.split("/", 1)[0]
+        in_namespace = tuple(sorted((s for k, s in self._services.items() if k.startswith(namespace + "/")),
+                                    key=lambda s: s.name))
+        if in_namespace:
+            self._services_by_ns[namespace] = in_namespace
+        else:
+            self._services_by_ns.pop(namespace, None)
+        for uid in [u for u in self._ownerless if self._pods[u].namespace == namespace]:
+            pod = self._pods[uid]
+            owner = job_key(pod.namespace, pod.name, (), pod.labels, in_namespace)
+            if owner != pod.owner:
+                self._delete_pod(uid)
+                self._add_pod(dataclasses.replace(pod, owner=owner))
+                self._ownerless.add(uid)
 
     def _delete_node(self, name: str) -> None:
         if self._bases.pop(name, None) is not None:
@@ -314,6 +365,7 @@ class ClusterCache:
         self._dirty.add(pod.node_name or "")
 
     def _delete_pod(self, uid: str) -> None:
+        self._ownerless.discard(uid)
         old = self._pods.pop(uid, None)
         if old is not None and old.node_name:
             on_node = self._pods_by_node.get(old.node_name, {})
@@ -399,7 +451,8 @@ def _raw_key(kind: str, obj: object) -> tuple[str, tuple[object, ...]] | None:
     return None
 
 
-def _alloc_key(manifest: Mapping[str, Any]) -> str:
+def _object_key(manifest: Mapping[str, Any]) -> str:
+    """The "ns/name" key of a namespaced object (an Alloc, a Service)."""
     meta = manifest.get("metadata") or {}
     return f"{meta.get('namespace') or 'default'}/{meta.get('name', '')}"
 

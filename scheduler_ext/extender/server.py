@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from scheduler_ext.extender import wire
-from scheduler_ext.policy.model import CellSnapshot, PodInfo
+from scheduler_ext.policy.model import CellSnapshot, PodInfo, ServiceInfo
 from scheduler_ext.policy.preemption import Victims, choose_among
 from scheduler_ext.policy.scheduler import FilterResult, PolicyCache, Ranking, Scheduler
 from scheduler_ext.policy.why import WhyRecord
@@ -55,6 +55,8 @@ class SnapshotSource(Protocol):
     def snapshot(self) -> CellSnapshot: ...
 
     def counts(self) -> dict[str, int]: ...
+
+    def services(self, namespace: str) -> tuple[ServiceInfo, ...]: ...
 
     def assume(self, pod: PodInfo, node: str) -> None: ...
 
@@ -187,16 +189,18 @@ class ExtenderServer:
         self._ahead: _Ahead | None = None
         self._absent: dict[str, float] = {}  # node name -> until when the API is not asked about it again
         # kube-scheduler sends the same pod to filter and then prioritize: convert it once.
-        self._pod_infos: OrderedDict[tuple[str, str], PodInfo] = OrderedDict()
+        self._pod_infos: OrderedDict[tuple[str, str, tuple[ServiceInfo, ...]], PodInfo] = OrderedDict()
 
     def _pod_info(self, pod: wire.Pod) -> PodInfo:
         meta = pod.metadata
+        # The Services of its namespace may make it one job with other pods (policy `job_key`).
+        services = self.source.services(meta.namespace or "default")
         if not meta.uid or not meta.resource_version:
-            return wire.pod_info(pod)
-        key = (meta.uid, meta.resource_version)
+            return wire.pod_info(pod, services)
+        key = (meta.uid, meta.resource_version, services)
         info = self._pod_infos.get(key)
         if info is None:
-            info = self._pod_infos[key] = wire.pod_info(pod)
+            info = self._pod_infos[key] = wire.pod_info(pod, services)
             if len(self._pod_infos) > 64:
                 self._pod_infos.popitem(last=False)
         return info
@@ -330,7 +334,7 @@ class ExtenderServer:
 
     async def preempt(self, request: web.Request) -> web.Response:
         args = wire.decode_preemption_args(await request.read())
-        pod = wire.pod_info(args.pod)
+        pod = self._pod_info(args.pod)
         snapshot = self.source.snapshot()
         proposals: dict[str, tuple[list[PodInfo], int]] = {}
         if args.node_name_to_meta_victims is not None:

@@ -8,12 +8,13 @@ are declared: msgspec skips the rest of a pod or node without building it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
 from scheduler_ext.kube import reflector
-from scheduler_ext.policy.model import PodInfo
+from scheduler_ext.policy.model import PodInfo, ServiceInfo
 from scheduler_ext.policy.resources import QuantityError
 
 Quantity = str | int | float
@@ -219,10 +220,11 @@ def filtered_node_list(args: ExtenderArgs, keep: set[str]) -> dict[str, Any] | N
     return {"items": items}
 
 
-def pod_info(pod: Pod) -> PodInfo:
-    """The policy's view of a pod from the request; bad quantities are the request's fault."""
+def pod_info(pod: Pod, services: Iterable[ServiceInfo] = ()) -> PodInfo:
+    """The policy's view of a pod from the request (`services`: those that may select it); bad
+    quantities are the request's fault."""
     try:
-        return PodInfo.from_manifest(to_manifest(pod))
+        return PodInfo.from_manifest(to_manifest(pod), services)
     except (QuantityError, ValueError, TypeError) as exc:
         raise WireError(f"malformed Pod {pod.metadata.namespace}/{pod.metadata.name}: {exc}") from None
 

@@ -24,13 +24,15 @@ from scheduler_ext.policy.objects import (
     AllocInstance,
     NodeInfo,
     PodInfo,
+    ServiceInfo,
     effective_requests,
+    job_key,
 )
 
 # Re-exported: the modules that read a snapshot read its objects with it.
 __all__ = [
     "ALLOC_LABEL", "HOSTNAME_LABEL", "RACK_LABEL", "TERMINAL_PHASES", "ZONE_LABEL", "AllocInfo", "AllocInstance",
-    "CellSnapshot", "DomainCounts", "NodeInfo", "PodInfo", "effective_requests",
+    "CellSnapshot", "DomainCounts", "NodeInfo", "PodInfo", "ServiceInfo", "effective_requests", "job_key",
 ]
 
 @dataclass(frozen=True, slots=True)

@@ -78,13 +78,46 @@ def pod_priority(spec: Mapping[str, Any]) -> int:
     return PRIORITY_CLASSES.get(spec.get("priorityClassName") or "", 0)
 
 
-def job_key(namespace: str, name: str, owner_references: Iterable[Mapping[str, Any]] | None) -> str:
-    """A pod's job: its controlling owner ("ns/Kind/name"), or the pod itself when it has none."""
+def job_key(namespace: str, name: str, owner_references: Iterable[Mapping[str, Any]] | None,
+            labels: Mapping[str, str] | None = None, services: Iterable[ServiceInfo] = ()) -> str:
+    """A pod's job, whose pods spread together: its controlling owner ("ns/Kind/name"); for a pod
+    without owners, the first (by name) Service of its namespace that selects it ("ns/Service/name");
+    else the pod itself.
+
+    Pods behind one Service serve together as much as one Deployment's do (kube-scheduler's default
+    spreading counts Services too); a controller still comes first, so a Deployment behind a
+    Service keeps its own job.
+    """
     owners = list(owner_references or ())
     controller = next((ref for ref in owners if ref.get("controller")), owners[0] if owners else None)
-    if controller is None:
-        return f"{namespace}/Pod/{name}"
-    return f"{namespace}/{controller.get('kind', '')}/{controller.get('name', '')}"
+    if controller is not None:
+        return f"{namespace}/{controller.get('kind', '')}/{controller.get('name', '')}"
+    service = min((s.name for s in services if s.selects(namespace, labels or _EMPTY)), default=None)
+    if service is not None:
+        return f"{namespace}/Service/{service}"
+    return f"{namespace}/Pod/{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceInfo:
+    """A Service as the policy sees it: which pods it selects (a job for pods without owners)."""
+
+    namespace: str
+    name: str
+    selector: tuple[tuple[str, str], ...] = ()  # sorted pairs: hashable and compared by value
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> ServiceInfo:
+        meta = manifest.get("metadata") or {}
+        selector = (manifest.get("spec") or {}).get("selector") or {}
+        return cls(meta.get("namespace") or "default", meta.get("name") or "",
+                   tuple(sorted((str(k), str(v)) for k, v in selector.items())))
+
+    def selects(self, namespace: str, labels: Mapping[str, str]) -> bool:
+        """Whether a pod of that namespace and labels is one of its endpoints. A Service without a
+        selector (its endpoints managed by hand) selects no pod, as for the endpoints controller."""
+        return bool(self.selector) and namespace == self.namespace and all(
+            labels.get(key) == value for key, value in self.selector)
 
 
 class _Owned:
@@ -125,20 +158,22 @@ class PodInfo(_Owned):
         _freeze(self, "node_selector")
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> PodInfo:
-        """From a Pod object as the API returns it (a plain dict, camelCase keys)."""
+    def from_manifest(cls, manifest: Mapping[str, Any], services: Iterable[ServiceInfo] = ()) -> PodInfo:
+        """From a Pod object as the API returns it (a plain dict, camelCase keys); `services` are
+        the Services that may select it (see `job_key`)."""
         meta = manifest.get("metadata") or {}
         spec = manifest.get("spec") or {}
         namespace = meta.get("namespace") or "default"
         name = meta.get("name") or meta.get("generateName") or ""
+        labels = _frozen_map(meta.get("labels"))
         return cls(
             namespace=namespace,
             name=name,
             uid=meta.get("uid") or "",
             priority=pod_priority(spec),
             requests=effective_requests(spec),
-            labels=_frozen_map(meta.get("labels")),
-            owner=job_key(namespace, name, meta.get("ownerReferences")),
+            labels=labels,
+            owner=job_key(namespace, name, meta.get("ownerReferences"), labels, services),
             node_name=spec.get("nodeName") or None,
             node_selector=_frozen_map(spec.get("nodeSelector")),
         )

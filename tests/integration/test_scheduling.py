@@ -185,3 +185,23 @@ def test_extender_restart_in_a_burst_loses_no_pod(local_cell: LocalCell, kube_ap
     wait_for(lambda: len([p for p in _pods(kube_api, namespace, "app=burst") if p.spec.node_name]) == 200, 120,
              interval=2, what="all 200 pods bound after the extender restart")
     assert len(pods) == 200 and len(bound) <= 200
+
+
+def test_bare_pods_of_one_service_spread_across_zones(kube_api: client.ApiClient, namespace: str,
+                                                      test_nodes: NodeFactory) -> None:
+    # Upstream's "Multi-AZ Clusters should spread the pods of a service across zones" (docs/conformance.md):
+    # pods without owners, requests or priority (so they pack), tied together by a Service alone.
+    test_nodes(6)
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_service(namespace, {
+        "metadata": {"name": "test-service"},
+        "spec": {"selector": {"service": "test-service"}, "ports": [{"port": 80, "targetPort": 80}]}})
+    time.sleep(2)  # the extender's Service watch sees it within milliseconds; the pods must not come first
+    for i in range(15):
+        spec = pin_to_test_nodes({"containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10"}]},
+                                 namespace)
+        core.create_namespaced_pod(namespace, {
+            "metadata": {"name": f"test-service-{i}", "labels": {"service": "test-service"}}, "spec": spec})
+    pods = _bound(kube_api, namespace, "service=test-service", 15)
+    zones = collections.Counter(_zone_of(kube_api)[p.spec.node_name] for p in pods)
+    assert zones == {"zone-a": 5, "zone-b": 5, "zone-c": 5}, f"the Service's pods are not spread by zone: {zones}"

@@ -28,7 +28,7 @@ from cell.state import CellPaths, CellRecord
 from cell.why import fetch_extender_why
 from scheduler_ext.extender.__main__ import main as extender_main
 from scheduler_ext.extender.__main__ import tls_context
-from scheduler_ext.extender.cache import ALLOCS, NODES, PODS, ClusterCache
+from scheduler_ext.extender.cache import KINDS, ClusterCache
 from scheduler_ext.extender.server import create_app
 
 
@@ -155,7 +155,7 @@ def test_a_cell_without_the_extender_has_no_extender_in_its_scheduler(paths: Cel
 def extender(paths: CellPaths) -> Iterator[str]:
     """The real extender app, served over TLS as `cell up` starts it, in a thread."""
     cache = ClusterCache()
-    for resource in (NODES, PODS, ALLOCS):
+    for resource in KINDS:
         cache.replace(resource, [])
     context = tls_context(paths.pki_dir / "extender.crt", paths.pki_dir / "extender.key",
                           paths.pki_dir / "extender-client-ca.crt")

@@ -72,3 +72,29 @@ def test_failed_build_names_the_step_and_the_log(tmp_path: Path) -> None:
     with pytest.raises(CellError, match=r"building nothing failed .*full log: .*build\.log"):
         upstream._run(["sh", "-c", "echo compile error >&2; exit 2"], tmp_path, log, {"PATH": "/usr/bin:/bin"},
                       "building nothing")
+
+
+def test_go_imports_reads_the_import_block_with_aliases_and_blank_imports() -> None:
+    source = '''package e2e
+
+import "testing"
+
+import (
+\t"flag"
+
+\t// a comment
+\t"github.com/onsi/ginkgo/v2"
+\tyaml "go.yaml.in/yaml/v2"
+\t_ "k8s.io/kubernetes/test/e2e/apps"
+)
+
+func f() { _ = "not/an/import" }
+'''
+    assert upstream.go_imports(source) == ["flag", "github.com/onsi/ginkgo/v2", "go.yaml.in/yaml/v2",
+                                           "k8s.io/kubernetes/test/e2e/apps", "testing"]
+
+
+def test_e2e_test_is_not_one_of_the_binaries_cell_build_makes() -> None:
+    # `make install` builds expected_binaries(): e2e.test (6 minutes more) only when asked for.
+    assert upstream.E2E_BINARY.name not in {b.name for b in upstream.expected_binaries()}
+    assert upstream.E2E_BINARY.expect == f"v{upstream.KUBERNETES_VERSION}"

@@ -14,7 +14,7 @@ from rich.console import Console
 from cell.errors import CellError
 from cell.top import render_usage
 from cell.why import compute_why, fetch_extender_why, parse_target, render_why
-from scheduler_ext.extender.cache import ALLOCS, NODES, PODS, ClusterCache
+from scheduler_ext.extender.cache import ALLOCS, NODES, PODS, SERVICES, ClusterCache
 from scheduler_ext.extender.server import create_app
 from scheduler_ext.policy.model import CellSnapshot, PodInfo
 from scheduler_ext.policy.usage import cell_usage
@@ -85,6 +85,7 @@ def extender_url() -> Iterator[str]:
     cache.replace(NODES, [node_manifest("node-1", cpu="2", memory="2Gi")])
     cache.replace(PODS, [])
     cache.replace(ALLOCS, [])
+    cache.replace(SERVICES, [])
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from scheduler_ext.extender.cache import ALLOCS, NODES, PODS, ClusterCache
+from scheduler_ext.extender.cache import ALLOCS, NODES, PODS, SERVICES, ClusterCache
 from scheduler_ext.extender.server import create_app
 from scheduler_ext.policy.model import PodInfo
 from scheduler_ext.policy.resources import Resources
@@ -34,6 +34,7 @@ def _cache(pods: list[dict[str, Any]] | None = None, clock: Clock | None = None,
     cache.replace(NODES, [node_manifest(name, zone=ZONES[i % 3], rack=f"rack-{i}") for i, name in enumerate(SIX)])
     cache.replace(PODS, pods or [])
     cache.mark_absent(ALLOCS)
+    cache.replace(SERVICES, [])
     return cache
 
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from scheduler_ext.extender.cache import ALLOCS, NODES, PODS, ClusterCache, WatchExpired, reflector
+from scheduler_ext.extender.cache import ALLOCS, NODES, PODS, SERVICES, ClusterCache, WatchExpired, reflector
 from scheduler_ext.kube.errors import APINotFoundError
+from scheduler_ext.policy.model import PodInfo, ServiceInfo
 from scheduler_ext.policy.resources import Resources
 from tests.unit.extender.extender_fixtures import alloc_manifest, node_manifest, pod_manifest, watch_line
 
@@ -20,6 +21,7 @@ def _synced_cache() -> ClusterCache:
     cache.replace(NODES, [node_manifest("node-1"), node_manifest("node-2", zone="zone-b")])
     cache.replace(PODS, [pod_manifest("web-1", node="node-1", phase="Running")])
     cache.mark_absent(ALLOCS)
+    cache.replace(SERVICES, [])
     return cache
 
 
@@ -29,6 +31,8 @@ def test_synced_only_after_every_kind_is_listed() -> None:
     cache.replace(PODS, [])
     assert not cache.synced
     cache.mark_absent(ALLOCS)
+    assert not cache.synced  # Services decide which pods spread together
+    cache.replace(SERVICES, [])
     assert cache.synced
     assert cache.allocs_available is False
 
@@ -48,7 +52,7 @@ def test_pod_events_move_capacity_between_nodes() -> None:
     assert cache.snapshot().nodes["node-2"].requested.cpu == 0  # finished pods free their node
     cache.apply(PODS, "DELETED", pod_manifest("web-1", node="node-1"))
     assert cache.snapshot().nodes["node-1"].pods == ()
-    assert cache.counts() == {NODES: 2, PODS: 0, ALLOCS: 0}
+    assert cache.counts() == {NODES: 2, PODS: 0, ALLOCS: 0, SERVICES: 0}
 
 
 def test_unchanged_nodes_are_shared_between_snapshots() -> None:
@@ -121,7 +125,11 @@ def test_raw_list_and_watch_lines() -> None:
     assert cache.handle_watch_line(PODS, "") is None
     allocs = json.dumps({"metadata": {"resourceVersion": "7"}, "items": [alloc_manifest("c", ["node-1"])]}).encode()
     assert cache.handle_list(ALLOCS, allocs) == "7"
+    services = json.dumps({"metadata": {"resourceVersion": "8"}, "items": [
+        {"metadata": {"namespace": "alice", "name": "web"}, "spec": {"selector": {"app": "web"}}}]}).encode()
+    assert cache.handle_list(SERVICES, services) == "8"
     assert cache.synced
+    assert cache.services("alice") == (ServiceInfo("alice", "web", (("app", "web"),)),)
 
 
 def test_status_noise_in_the_watch_is_skipped_and_real_changes_are_not() -> None:
@@ -242,3 +250,52 @@ def test_a_node_that_comes_and_goes_between_two_snapshots_changes_nothing() -> N
     derived = second.arrays()
     assert derived is not columns
     assert list(derived.used_cpu) == [500, 500]
+
+
+def _bare_pod(name: str, node: str | None = None, **labels: str) -> dict[str, Any]:
+    manifest = pod_manifest(name, node=node, phase="Running", labels=labels)
+    del manifest["metadata"]["ownerReferences"]
+    return manifest
+
+
+def _service(name: str, **selector: str) -> dict[str, Any]:
+    return {"metadata": {"namespace": "alice", "name": name, "resourceVersion": "1"}, "spec": {"selector": selector}}
+
+
+def _owners(cache: ClusterCache) -> dict[str, str]:
+    return {p.name: p.owner for n in cache.snapshot().nodes.values() for p in n.pods}
+
+
+def test_services_re_key_the_bound_pods_without_owners_of_their_namespace() -> None:
+    cache = _synced_cache()  # web-1 is a ReplicaSet's pod (and labelled app=web)
+    cache.apply(PODS, "ADDED", _bare_pod("lone-1", node="node-1", role="cache"))
+    cache.apply(PODS, "ADDED", _bare_pod("lone-2", node="node-2", role="cache"))
+    assert _owners(cache) == {"web-1": "alice/ReplicaSet/web-7d4b9c", "lone-1": "alice/Pod/lone-1",
+                              "lone-2": "alice/Pod/lone-2"}
+    cache.apply(SERVICES, "ADDED", _service("cache", role="cache"))
+    cache.apply(SERVICES, "ADDED", _service("web", app="web"))  # selects all three: the controller still wins
+    assert _owners(cache) == {"web-1": "alice/ReplicaSet/web-7d4b9c", "lone-1": "alice/Service/cache",
+                              "lone-2": "alice/Service/cache"}
+    # A pod bound later is keyed with the Services already known.
+    cache.apply(PODS, "ADDED", _bare_pod("lone-3", node="node-1", role="cache"))
+    assert _owners(cache)["lone-3"] == "alice/Service/cache"
+    assert cache.snapshot().nodes["node-1"].job_counts["alice/Service/cache"] == 2
+    # The selector moves off them: "web" (app=web) is left, which they carry too.
+    cache.apply(SERVICES, "MODIFIED", _service("cache", role="db"))
+    assert _owners(cache)["lone-1"] == "alice/Service/web"
+    cache.apply(SERVICES, "DELETED", _service("web", app="web"))
+    cache.replace(SERVICES, [])  # a relist without "cache"
+    assert cache.services("alice") == ()
+    assert _owners(cache) == {"web-1": "alice/ReplicaSet/web-7d4b9c", "lone-1": "alice/Pod/lone-1",
+                              "lone-2": "alice/Pod/lone-2", "lone-3": "alice/Pod/lone-3"}
+
+
+def test_an_assumed_pod_without_owners_is_re_keyed_once_the_watch_confirms_it() -> None:
+    cache = _synced_cache()
+    pending = _bare_pod("lone", role="cache")
+    pod = PodInfo.from_manifest(pending)
+    cache.assume(pod, "node-2")
+    confirmed = _bare_pod("lone", node="node-2", role="cache")
+    cache.apply(PODS, "MODIFIED", confirmed)  # the same as the booking: nothing changes but ownerlessness
+    cache.apply(SERVICES, "ADDED", _service("cache", role="cache"))
+    assert _owners(cache)["lone"] == "alice/Service/cache"

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
-from scheduler_ext.extender.cache import ALLOCS, NODES, PODS, ClusterCache
+from scheduler_ext.extender.cache import ALLOCS, NODES, PODS, SERVICES, ClusterCache
 from scheduler_ext.extender.server import create_app
 from scheduler_ext.policy.scheduler import PolicyCache, Scheduler
 from tests.unit.extender.extender_fixtures import alloc_manifest, extender_args, node_manifest, pod_manifest
@@ -27,6 +27,7 @@ def _cache(allocs: list[dict[str, Any]] | None = None, pods: list[dict[str, Any]
                           node_manifest("node-3", zone="zone-c", rack="rack-3", cpu="4", memory="8Gi")])
     cache.replace(PODS, pods or [])
     cache.replace(ALLOCS, allocs or [])
+    cache.replace(SERVICES, [])
     return cache
 
 
@@ -242,6 +243,7 @@ def test_relaxed_randomization_returns_enough_feasible_nodes() -> None:
     cache.replace(NODES, [node_manifest(f"node-{i}") for i in range(50)])
     cache.replace(PODS, [])
     cache.mark_absent(ALLOCS)
+    cache.replace(SERVICES, [])
     names = [f"node-{i}" for i in range(50)]
 
     async def scenario(client: TestClient) -> None:

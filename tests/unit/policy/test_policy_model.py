@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from scheduler_ext.policy.bands import Band
-from scheduler_ext.policy.model import AllocInfo, AllocInstance, CellSnapshot, NodeInfo, PodInfo, effective_requests
+from scheduler_ext.policy.model import (
+    AllocInfo,
+    AllocInstance,
+    CellSnapshot,
+    NodeInfo,
+    PodInfo,
+    ServiceInfo,
+    effective_requests,
+    job_key,
+)
 from tests.unit.policy.policy_builders import BATCH, PROD, res
 
 
@@ -57,6 +70,34 @@ def test_pod_job_is_its_controller_or_itself() -> None:
     ]
     assert PodInfo.from_manifest(owned).owner == "alice/ReplicaSet/web-abc"
     assert PodInfo.from_manifest(_pod(containers=[])).owner == "alice/Pod/web-1"
+
+
+def _service(name: str, namespace: str = "alice", **selector: str) -> ServiceInfo:
+    return ServiceInfo.from_manifest({"metadata": {"namespace": namespace, "name": name},
+                                      "spec": {"selector": selector}})
+
+
+def test_a_pod_without_owners_is_one_job_with_the_service_selecting_it() -> None:
+    bare = _pod(containers=[])
+    bare["metadata"]["labels"] = {"service": "web", "tier": "front"}
+    web, other = _service("web", service="web"), _service("db", service="db")
+    assert PodInfo.from_manifest(bare, [other, web]).owner == "alice/Service/web"
+    # Several select it: the first by name, whatever the order they come in.
+    assert PodInfo.from_manifest(bare, [web, _service("a-front", tier="front")]).owner == "alice/Service/a-front"
+    # A Service of another namespace, one without a selector, one whose selector misses: none is its job.
+    assert PodInfo.from_manifest(bare, [_service("web", namespace="bob", service="web"), _service("manual"),
+                                        _service("web2", service="web", tier="back"), other]).owner == "alice/Pod/web-1"
+    # A controller comes first: a Deployment behind a Service keeps its own job.
+    bare["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": "web-abc", "controller": True}]
+    assert PodInfo.from_manifest(bare, [web]).owner == "alice/ReplicaSet/web-abc"
+
+
+def test_service_from_manifest_keeps_the_selector_as_sorted_pairs() -> None:
+    service = ServiceInfo.from_manifest({"metadata": {"name": "web"}, "spec": {"selector": {"b": "2", "a": "1"}}})
+    assert service == ServiceInfo("default", "web", (("a", "1"), ("b", "2")))
+    assert service.selects("default", {"a": "1", "b": "2", "c": "3"})
+    assert not service.selects("default", {"a": "1"})
+    assert job_key("default", "p", None, {"a": "1", "b": "2"}, [service]) == "default/Service/web"
 
 
 def test_pod_alloc_membership_and_binding() -> None:
@@ -127,3 +168,18 @@ def test_snapshot_is_immutable_and_with_pod_bound_returns_a_new_one() -> None:
     assert bound.nodes["n"].requested == res("1", "1Gi")
     assert bound.nodes["n"].pods[0].node_name == "n"
     assert bound.allocs is snapshot.allocs
+
+
+_labels = st.dictionaries(st.sampled_from("abc"), st.sampled_from("xy"), max_size=3)
+
+
+@given(labels=_labels, services=st.lists(st.tuples(st.sampled_from(["s1", "s2", "s3"]), _labels), max_size=4),
+       seed=st.randoms())
+def test_a_pods_service_job_is_a_selecting_service_whatever_their_order(
+        labels: dict[str, str], services: list[tuple[str, dict[str, str]]], seed: random.Random) -> None:
+    infos = [_service(name, **selector) for name, selector in services]
+    key = job_key("alice", "p", None, labels, infos)
+    seed.shuffle(infos)
+    assert job_key("alice", "p", None, labels, infos) == key
+    selecting = sorted(s.name for s in infos if s.selector and all(labels.get(k) == v for k, v in s.selector))
+    assert key == (f"alice/Service/{selecting[0]}" if selecting else "alice/Pod/p")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
-from scheduler_ext.policy.model import CellSnapshot
+from scheduler_ext.policy.model import CellSnapshot, PodInfo, ServiceInfo
 from scheduler_ext.policy.scheduler import NOT_EXAMINED, UNKNOWN_NODE, EquivalenceClass, PolicyCache, Scheduler
 from tests.unit.policy.policy_builders import BATCH, PROD, alloc, cell, node, pod
 
@@ -110,6 +111,30 @@ def test_schedule_spreads_a_prod_job_over_zones() -> None:
         snapshot = snapshot.with_pod_bound(replica, decision.node)
         zones.append(snapshot.nodes[decision.node].zone)
     assert sorted(zones) == ["zone-a", "zone-b", "zone-c"]
+
+
+def test_schedule_spreads_the_pods_of_a_service_over_zones() -> None:
+    # Upstream's "Multi-AZ Clusters should spread the pods of a service across zones": bare pods (no
+    # owner, no requests, no priority: they pack) whose only tie is the Service selecting them.
+    snapshot = cell(*(node(f"node-{i}", zone=("zone-a", "zone-b", "zone-c")[i % 3], rack=f"rack-{i % 6}")
+                      for i in range(12)))
+    service = ServiceInfo("alice", "test-service", (("service", "test-service"),))
+    scheduler = Scheduler(PolicyCache())
+
+    def zones_of(services: tuple[ServiceInfo, ...]) -> Counter[str]:
+        placed, zones = snapshot, Counter[str]()
+        for i in range(15):
+            replica = PodInfo.from_manifest({"metadata": {"namespace": "alice", "name": f"test-service-{i}",
+                                                          "uid": f"u{i}", "labels": {"service": "test-service"}},
+                                             "spec": {"containers": [{"name": "pause"}]}}, services)
+            decision = scheduler.schedule(replica, placed)
+            assert decision.node is not None
+            placed = placed.with_pod_bound(replica, decision.node)
+            zones[placed.nodes[decision.node].zone] += 1
+        return zones
+
+    assert sorted(zones_of((service,)).values()) == [5, 5, 5]
+    assert max(zones_of(()).values()) > 5  # without the Service each pod is a job of its own: they pile up
 
 
 def test_ranking_names_one_best_node_on_the_wire() -> None:
