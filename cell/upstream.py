@@ -10,6 +10,7 @@ Upstream's e2e suite (`e2e.test`, for `make conformance`) is built on request on
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -17,6 +18,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -251,21 +253,27 @@ class _Builder:
         (self.out / KWOK_STAGES_FILE).write_text("\n---\n".join(doc.strip() for doc in documents) + "\n")
 
 
-def ensure_binaries(force: bool = False, console: Console | None = None) -> Path:
-    """Return the directory of the pinned binaries, building what is missing (with progress)."""
-    console = console or Console(stderr=True)
-    final = bin_dir()
-    if not force and cached_binaries_ok(final):
-        return final
+@contextlib.contextmanager
+def build_lock(console: Console) -> Iterator[None]:
+    """One cell build at a time: two callers at once (make install beside a test session) would build
+    into one staging directory; the second waits for the first, then finds the binaries built."""
     cache_root().mkdir(parents=True, exist_ok=True)
-    # Two callers at once (make install beside a test session) would build into one staging directory;
-    # the second waits for the first and then finds the binaries built.
     with open(cache_root() / "build.lock", "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             console.print("Another cell build is running; waiting for it to finish")
             fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def ensure_binaries(force: bool = False, console: Console | None = None) -> Path:
+    """Return the directory of the pinned binaries, building what is missing (with progress)."""
+    console = console or Console(stderr=True)
+    final = bin_dir()
+    if not force and cached_binaries_ok(final):
+        return final
+    with build_lock(console):
         if not force and cached_binaries_ok(final):
             return final
         return _build(final, force, console)
@@ -284,12 +292,7 @@ def ensure_e2e(force: bool = False, console: Console | None = None) -> Path:
     if not force and _e2e_ok(directory):
         return path
     # The same lock as ensure_binaries: a `cell build` beside this would move the directory away.
-    with open(cache_root() / "build.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            console.print("Another cell build is running; waiting for it to finish")
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    with build_lock(console):
         if not force and _e2e_ok(directory):
             return path
         log = cache_root() / "build-e2e.log"

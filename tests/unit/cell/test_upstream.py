@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import stat
+import threading
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from cell import upstream
 from cell.errors import CellError
@@ -98,3 +101,30 @@ def test_e2e_test_is_not_one_of_the_binaries_cell_build_makes() -> None:
     # `make install` builds expected_binaries(): e2e.test (6 minutes more) only when asked for.
     assert upstream.E2E_BINARY.name not in {b.name for b in upstream.expected_binaries()}
     assert upstream.E2E_BINARY.expect == f"v{upstream.KUBERNETES_VERSION}"
+
+
+def test_a_second_build_waits_for_the_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upstream, "cache_root", lambda: tmp_path)
+    first_in, release, second_in = threading.Event(), threading.Event(), threading.Event()
+    said = io.StringIO()
+
+    def first() -> None:
+        with upstream.build_lock(Console(file=io.StringIO())):
+            first_in.set()
+            release.wait(10)
+
+    def second() -> None:
+        with upstream.build_lock(Console(file=said)):
+            second_in.set()
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    assert first_in.wait(10)
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    assert not second_in.wait(0.5), "the second build ran beside the first"
+    assert "waiting for it to finish" in said.getvalue()
+    release.set()
+    assert second_in.wait(10)
+    holder.join(10)
+    waiter.join(10)
