@@ -5,17 +5,13 @@ of trust, and a real extender app served over TLS in a thread.
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import ssl
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from aiohttp import web
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -29,7 +25,7 @@ from cell.why import fetch_extender_why
 from scheduler_ext.extender.__main__ import main as extender_main
 from scheduler_ext.extender.__main__ import tls_context
 from scheduler_ext.extender.cache import KINDS, ClusterCache
-from scheduler_ext.extender.server import create_app
+from tests.unit.extender.extender_fixtures import served_extender
 
 
 def _record(**extra: object) -> CellRecord:
@@ -159,27 +155,8 @@ def extender(paths: CellPaths) -> Iterator[str]:
         cache.replace(resource, [])
     context = tls_context(paths.pki_dir / "extender.crt", paths.pki_dir / "extender.key",
                           paths.pki_dir / "extender-client-ca.crt")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(create_app(cache))
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    yield f"https://127.0.0.1:{port}"
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    with served_extender(cache, context) as url:
+        yield url
 
 
 def _get(url: str, context: ssl.SSLContext) -> int:

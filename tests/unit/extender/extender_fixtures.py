@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
 from typing import Any
+
+from aiohttp import web
+
+from scheduler_ext.extender.cache import ClusterCache
+from scheduler_ext.extender.server import create_app
 
 
 def node_manifest(name: str, zone: str = "zone-a", rack: str = "rack-1", cpu: str = "8", memory: str = "32Gi",
@@ -82,3 +93,32 @@ def extender_args(pod: dict[str, Any], node_names: list[str]) -> bytes:
 
 def watch_line(event_type: str, obj: dict[str, Any]) -> str:
     return json.dumps({"type": event_type, "object": obj})
+
+
+@contextlib.contextmanager
+def served_extender(cache: ClusterCache, ssl_context: ssl.SSLContext | None = None) -> Iterator[str]:
+    """The real extender app over `cache` on a free loopback port, in a thread; yields its base URL
+    (https when `ssl_context` is given, as `cell up` serves it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(create_app(cache))
+    ready = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context).start())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)

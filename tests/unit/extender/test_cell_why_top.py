@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
-from aiohttp import web
 from rich.console import Console
 
 from cell.errors import CellError
 from cell.top import render_usage
 from cell.why import compute_why, fetch_extender_why, parse_target, render_why
 from scheduler_ext.extender.cache import ALLOCS, NODES, PODS, SERVICES, ClusterCache
-from scheduler_ext.extender.server import create_app
 from scheduler_ext.policy.model import CellSnapshot, PodInfo
 from scheduler_ext.policy.usage import cell_usage
-from tests.unit.extender.extender_fixtures import alloc_manifest, extender_args, node_manifest, pod_manifest
+from tests.unit.extender.extender_fixtures import (
+    alloc_manifest,
+    extender_args,
+    node_manifest,
+    pod_manifest,
+    served_extender,
+)
 
 
 def _snapshot() -> CellSnapshot:
@@ -86,27 +88,8 @@ def extender_url() -> Iterator[str]:
     cache.replace(PODS, [])
     cache.replace(ALLOCS, [])
     cache.replace(SERVICES, [])
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(create_app(cache))
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    yield f"http://127.0.0.1:{port}"
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    with served_extender(cache) as url:
+        yield url
 
 
 def test_fetch_extender_why_over_http(extender_url: str) -> None:
